@@ -1,0 +1,95 @@
+// Package proto defines airlock's wire format, version 1: the frames that carry
+// one HTTP exchange over one tunnel stream, and the messages of the control
+// stream that opens every session.
+//
+// Every stream, in both directions, is a sequence of frames:
+//
+//	type (1 byte) · payload length (uvarint) · payload
+//
+// An exchange stream carries HEAD, DATA*, then END or RESET in each direction.
+// The control stream carries HELLO, WELCOME, then PING/PONG and GOAWAY.
+//
+// Heads and control messages are encoded as a list of fields, each
+//
+//	tag (uvarint) · length (uvarint) · value
+//
+// so that a later version may add fields that an older peer skips. Every
+// length is checked against a limit before anything is allocated: a peer can
+// never make the other side buffer more than [Limits] allows.
+//
+// The package does no I/O beyond the io.Reader and io.Writer it is given, and
+// imports no other package of the project.
+package proto
+
+// ProtocolVersion is the version of the wire format this package speaks. It is
+// sent in HELLO; a relay refuses a session whose version it does not know.
+const ProtocolVersion = 1
+
+// ALPN is the TLS application protocol negotiated on every tunnel connection,
+// over QUIC and over TLS/TCP alike.
+const ALPN = "airlock/1"
+
+// FrameType is the first byte of every frame.
+type FrameType byte
+
+// Exchange frames, on every stream but the control stream.
+const (
+	// FrameHead opens each direction. Payload: an encoded [RequestHead]
+	// (edge → relay) or [ResponseHead] (relay → edge).
+	FrameHead FrameType = 0x01
+	// FrameData carries body bytes. Payload: the bytes, 1 to Limits.MaxDataSize.
+	// After a 101 response head, DATA carries the raw bytes of the upgraded
+	// connection in both directions.
+	FrameData FrameType = 0x02
+	// FrameEnd ends a direction cleanly. Payload: encoded trailers, possibly
+	// empty.
+	FrameEnd FrameType = 0x03
+	// FrameReset ends a direction abnormally. Payload: an encoded [ResetError]
+	// (code and message).
+	FrameReset FrameType = 0x04
+)
+
+// Control frames, on the first stream of a session only.
+const (
+	// FrameHello is the edge's first message. Payload: an encoded [Hello].
+	FrameHello FrameType = 0x10
+	// FrameWelcome is the relay's answer to HELLO. Payload: an encoded [Welcome].
+	FrameWelcome FrameType = 0x11
+	// FramePing asks for a PONG. Payload: an encoded [Ping].
+	FramePing FrameType = 0x12
+	// FramePong answers a PING with its ID. Payload: an encoded [Pong].
+	FramePong FrameType = 0x13
+	// FrameGoAway says the sender is draining: open no new streams, in-flight
+	// ones finish. Payload: an encoded [GoAway].
+	FrameGoAway FrameType = 0x14
+)
+
+// String returns the frame type's name, as used in errors.
+func (t FrameType) String() string {
+	switch t {
+	case FrameHead:
+		return "HEAD"
+	case FrameData:
+		return "DATA"
+	case FrameEnd:
+		return "END"
+	case FrameReset:
+		return "RESET"
+	case FrameHello:
+		return "HELLO"
+	case FrameWelcome:
+		return "WELCOME"
+	case FramePing:
+		return "PING"
+	case FramePong:
+		return "PONG"
+	case FrameGoAway:
+		return "GOAWAY"
+	}
+	return "UNKNOWN(0x" + hexByte(byte(t)) + ")"
+}
+
+func hexByte(b byte) string {
+	const digits = "0123456789abcdef"
+	return string([]byte{digits[b>>4], digits[b&0xf]})
+}

@@ -1,0 +1,386 @@
+package proto
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+)
+
+// CopyBufferSize is the size of the buffers [Writer.ReadFrom] reads into: each
+// read from the source becomes one DATA frame at once.
+const CopyBufferSize = 32 << 10
+
+// copyBufPool holds buffers with room for a frame header in front of
+// CopyBufferSize bytes of payload.
+var copyBufPool = sync.Pool{New: func() any {
+	b := make([]byte, maxFrameHeaderLen+CopyBufferSize)
+	return &b
+}}
+
+type direction uint8
+
+const (
+	wantHead direction = iota
+	inBody
+	ended
+)
+
+// Writer writes one direction of an exchange stream: a HEAD, DATA frames,
+// then END or RESET. Each Write is sent as frames at once; Writer buffers
+// nothing. A Writer is not safe for concurrent use.
+type Writer struct {
+	w     io.Writer
+	lim   Limits
+	state direction
+	buf   []byte // scratch for heads and small frames
+}
+
+// NewWriter returns a Writer on w with the given limits (zero means default).
+func NewWriter(w io.Writer, lim Limits) *Writer {
+	return &Writer{w: w, lim: lim.withDefaults()}
+}
+
+// WriteRequestHead writes the HEAD of a request. It must be the first frame.
+func (w *Writer) WriteRequestHead(h *RequestHead) error {
+	return w.writeHead(AppendRequestHead(w.frameStart(), h))
+}
+
+// WriteResponseHead writes the HEAD of a response. It must be the first frame.
+func (w *Writer) WriteResponseHead(h *ResponseHead) error {
+	return w.writeHead(AppendResponseHead(w.frameStart(), h))
+}
+
+// frameStart returns the scratch buffer with room for a frame header.
+func (w *Writer) frameStart() []byte {
+	return append(w.buf[:0], make([]byte, maxFrameHeaderLen)...)
+}
+
+func (w *Writer) writeHead(b []byte) error {
+	w.buf = b
+	if w.state != wantHead {
+		return fmt.Errorf("writing HEAD: %w", ErrFrameOrder)
+	}
+	if len(b)-maxFrameHeaderLen > w.lim.MaxHeadSize {
+		return fmt.Errorf("writing HEAD: %d bytes exceed the limit of %d", len(b)-maxFrameHeaderLen, w.lim.MaxHeadSize)
+	}
+	w.state = inBody
+	return w.writeFramed(FrameHead, b)
+}
+
+// frameInPlace writes the header of a frame of type t whose payload is
+// b[maxFrameHeaderLen:] just in front of the payload and returns the whole
+// frame, so that it goes out in one Write without a copy.
+func frameInPlace(t FrameType, b []byte) []byte {
+	n := len(b) - maxFrameHeaderLen
+	start := maxFrameHeaderLen - 1 - uvarintLen(uint64(n))
+	b[start] = byte(t)
+	binary.PutUvarint(b[start+1:], uint64(n))
+	return b[start:]
+}
+
+// writeFramed writes a frame whose payload is b[maxFrameHeaderLen:], putting
+// the header just in front of the payload so that the frame goes out in one
+// Write.
+func (w *Writer) writeFramed(t FrameType, b []byte) error {
+	if _, err := w.w.Write(frameInPlace(t, b)); err != nil {
+		return fmt.Errorf("writing %s: %w", t, err)
+	}
+	return nil
+}
+
+// Write sends p as DATA frames of at most Limits.MaxDataSize bytes. An empty p
+// writes nothing.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.state != inBody {
+		return 0, fmt.Errorf("writing DATA: %w", ErrFrameOrder)
+	}
+	written := 0
+	for len(p) > 0 {
+		chunk := p[:min(len(p), w.lim.MaxDataSize)]
+		var hdr [maxFrameHeaderLen]byte
+		hdr[0] = byte(FrameData)
+		hl := 1 + binary.PutUvarint(hdr[1:], uint64(len(chunk)))
+		if len(chunk) <= 4<<10 {
+			// Small frames go out in one Write so that a peer never sees
+			// a header without its payload in a separate packet.
+			w.buf = append(append(w.buf[:0], hdr[:hl]...), chunk...)
+			if _, err := w.w.Write(w.buf); err != nil {
+				return written, fmt.Errorf("writing DATA: %w", err)
+			}
+		} else {
+			if _, err := w.w.Write(hdr[:hl]); err != nil {
+				return written, fmt.Errorf("writing DATA: %w", err)
+			}
+			if _, err := w.w.Write(chunk); err != nil {
+				return written, fmt.Errorf("writing DATA: %w", err)
+			}
+		}
+		written += len(chunk)
+		p = p[len(chunk):]
+	}
+	return written, nil
+}
+
+// ReadFrom copies src as DATA frames until src returns io.EOF, one frame per
+// read, so that whatever src yields is on the wire before the next read
+// blocks. It implements io.ReaderFrom, so io.Copy uses it. Errors from src
+// are returned wrapped in a [*SourceError]; other errors are from writing.
+// ReadFrom does not write END.
+func (w *Writer) ReadFrom(src io.Reader) (int64, error) {
+	if w.state != inBody {
+		return 0, fmt.Errorf("writing DATA: %w", ErrFrameOrder)
+	}
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := *bp
+	limit := maxFrameHeaderLen + min(CopyBufferSize, w.lim.MaxDataSize)
+	var total int64
+	for {
+		n, rerr := src.Read(buf[maxFrameHeaderLen:limit])
+		if n > 0 {
+			if err := w.writeFramed(FrameData, buf[:maxFrameHeaderLen+n]); err != nil {
+				return total, err
+			}
+			total += int64(n)
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, &SourceError{Err: rerr}
+		}
+	}
+}
+
+// End writes END with optional trailers, the clean end of this direction.
+func (w *Writer) End(trailer http.Header) error {
+	if w.state != inBody {
+		return fmt.Errorf("writing END: %w", ErrFrameOrder)
+	}
+	b := appendTrailer(w.frameStart(), trailer)
+	w.buf = b
+	if len(b)-maxFrameHeaderLen > w.lim.MaxHeadSize {
+		return fmt.Errorf("writing END: trailers of %d bytes exceed the limit of %d", len(b)-maxFrameHeaderLen, w.lim.MaxHeadSize)
+	}
+	w.state = ended
+	return w.writeFramed(FrameEnd, b)
+}
+
+// Reset writes RESET with a code and a message, the abnormal end of this
+// direction. It may be sent instead of a HEAD (a refusal) or after it. A
+// Reset after END or another Reset writes nothing and returns nil.
+func (w *Writer) Reset(code ResetCode, msg string) error {
+	if w.state == ended {
+		return nil
+	}
+	w.state = ended
+	b := appendReset(w.frameStart(), code, msg)
+	w.buf = b
+	return w.writeFramed(FrameReset, b)
+}
+
+// Ended reports whether END or RESET was written.
+func (w *Writer) Ended() bool { return w.state == ended }
+
+// Reader reads one direction of an exchange stream: a HEAD, then the body as
+// an io.Reader. A Reader is not safe for concurrent use.
+type Reader struct {
+	br        *bufio.Reader
+	lim       Limits
+	state     direction
+	remaining int // bytes left in the current DATA frame
+	trailer   http.Header
+	err       error // sticky: io.EOF after END, a *ResetError, or a failure
+}
+
+// NewReader returns a Reader on r with the given limits (zero means default).
+func NewReader(r io.Reader, lim Limits) *Reader {
+	return &Reader{br: bufio.NewReaderSize(r, 4<<10), lim: lim.withDefaults()}
+}
+
+// readFrameHeader reads a frame's type and length and checks the length
+// against the limit for that type.
+func (r *Reader) readFrameHeader() (FrameType, int, error) {
+	return readFrameHeader(r.br, r.lim)
+}
+
+func readFrameHeader(br *bufio.Reader, lim Limits) (FrameType, int, error) {
+	tb, err := br.ReadByte()
+	if err != nil {
+		if err == io.EOF {
+			return 0, 0, io.EOF
+		}
+		return 0, 0, fmt.Errorf("reading frame: %w", err)
+	}
+	t := FrameType(tb)
+	n, err := binary.ReadUvarint(br)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return 0, 0, fmt.Errorf("reading %s frame length: %w", t, io.ErrUnexpectedEOF)
+		}
+		return 0, 0, protocolErrorf("%s frame: bad length: %v", t, err)
+	}
+	if max := lim.payloadLimit(t); n > uint64(max) {
+		return 0, 0, protocolErrorf("%s frame of %d bytes exceeds the limit of %d", t, n, max)
+	}
+	return t, int(n), nil
+}
+
+// readPayload reads a whole payload of n bytes.
+func readPayload(br *bufio.Reader, t FrameType, n int) ([]byte, error) {
+	p := make([]byte, n)
+	if _, err := io.ReadFull(br, p); err != nil {
+		return nil, fmt.Errorf("reading %s payload: %w", t, unexpected(err))
+	}
+	return p, nil
+}
+
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// readHead reads the first frame, which must be HEAD or RESET.
+func (r *Reader) readHead() ([]byte, error) {
+	if r.state != wantHead {
+		return nil, fmt.Errorf("reading HEAD: %w", ErrFrameOrder)
+	}
+	t, n, err := r.readFrameHeader()
+	if err != nil {
+		if err == io.EOF {
+			err = fmt.Errorf("reading HEAD: stream ended before the head: %w", io.ErrUnexpectedEOF)
+		}
+		return nil, r.fail(err)
+	}
+	p, err := readPayload(r.br, t, n)
+	if err != nil {
+		return nil, r.fail(err)
+	}
+	switch t {
+	case FrameHead:
+		r.state = inBody
+		return p, nil
+	case FrameReset:
+		return nil, r.fail(r.resetFrom(p))
+	}
+	return nil, r.fail(protocolErrorf("got %s frame, want HEAD", t))
+}
+
+// ReadRequestHead reads and validates the HEAD of a request. A RESET instead
+// of a HEAD is returned as a *ResetError.
+func (r *Reader) ReadRequestHead() (*RequestHead, error) {
+	p, err := r.readHead()
+	if err != nil {
+		return nil, err
+	}
+	h, err := DecodeRequestHead(p, r.lim)
+	if err != nil {
+		return nil, r.fail(err)
+	}
+	return h, nil
+}
+
+// ReadResponseHead reads and validates the HEAD of a response. A RESET
+// instead of a HEAD (the relay refused the stream) is returned as a
+// *ResetError.
+func (r *Reader) ReadResponseHead() (*ResponseHead, error) {
+	p, err := r.readHead()
+	if err != nil {
+		return nil, err
+	}
+	h, err := DecodeResponseHead(p, r.lim)
+	if err != nil {
+		return nil, r.fail(err)
+	}
+	return h, nil
+}
+
+// Read reads body bytes. Each call returns bytes of at most one DATA frame,
+// so a reader that writes out what it gets never merges two frames' worth of
+// waiting. It returns io.EOF after END, a *ResetError after RESET, and an
+// error wrapping io.ErrUnexpectedEOF when the stream ends without either: a
+// cut stream never looks complete.
+func (r *Reader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	if r.state != inBody {
+		return 0, fmt.Errorf("reading DATA: %w", ErrFrameOrder)
+	}
+	for r.remaining == 0 {
+		if err := r.nextBodyFrame(); err != nil {
+			return 0, err
+		}
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, err := io.ReadFull(r.br, p[:min(len(p), r.remaining)])
+	r.remaining -= n
+	if err != nil {
+		return n, r.fail(fmt.Errorf("reading DATA payload: %w", unexpected(err)))
+	}
+	return n, nil
+}
+
+// nextBodyFrame reads the next frame header in the body and handles END and
+// RESET, which end the direction.
+func (r *Reader) nextBodyFrame() error {
+	t, n, err := r.readFrameHeader()
+	if err != nil {
+		if err == io.EOF {
+			err = fmt.Errorf("reading body: stream ended without END: %w", io.ErrUnexpectedEOF)
+		}
+		return r.fail(err)
+	}
+	switch t {
+	case FrameData:
+		if n == 0 {
+			return r.fail(protocolErrorf("empty DATA frame"))
+		}
+		r.remaining = n
+		return nil
+	case FrameEnd:
+		p, err := readPayload(r.br, t, n)
+		if err != nil {
+			return r.fail(err)
+		}
+		if r.trailer, err = decodeTrailer(p, r.lim); err != nil {
+			return r.fail(err)
+		}
+		r.state = ended
+		return r.fail(io.EOF)
+	case FrameReset:
+		p, err := readPayload(r.br, t, n)
+		if err != nil {
+			return r.fail(err)
+		}
+		return r.fail(r.resetFrom(p))
+	}
+	return r.fail(protocolErrorf("got %s frame in a body", t))
+}
+
+func (r *Reader) resetFrom(p []byte) error {
+	rst, err := decodeReset(p)
+	if err != nil {
+		return err
+	}
+	return rst
+}
+
+// fail records err as the sticky end of this direction.
+func (r *Reader) fail(err error) error {
+	r.state = ended
+	r.err = err
+	return err
+}
+
+// Trailer returns the trailers sent with END, or nil. It is valid after Read
+// returned io.EOF.
+func (r *Reader) Trailer() http.Header { return r.trailer }
