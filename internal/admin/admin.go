@@ -1,0 +1,128 @@
+// Package admin serves a role's operator endpoints on their own listener,
+// loopback by default: /healthz (the process is alive), /readyz (it can serve:
+// an edge has a tunnel session, a relay is listening) and, registered by the
+// role, /metrics.
+//
+// It is separate from the traffic listener so that probes and scrapes work
+// when the traffic port is saturated, and so that it can stay on loopback.
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Server is an admin HTTP listener.
+type Server struct {
+	addr   string
+	ready  func() error
+	logger *slog.Logger
+	mux    *http.ServeMux
+	srv    *http.Server
+
+	mu       sync.Mutex
+	ln       net.Listener
+	done     chan struct{}
+	closeErr error
+	closed   bool
+}
+
+// New returns an admin server for addr ("127.0.0.1:9090"; port 0 picks one).
+// ready reports nil when the role can serve, or an error saying why not; it
+// is called on every /readyz request and must be fast. A nil logger discards.
+func New(addr string, ready func() error, logger *slog.Logger) *Server {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{addr: addr, ready: ready, logger: logger, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	s.mux.HandleFunc("GET /readyz", s.serveReady)
+	s.srv = &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	return s
+}
+
+func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if err := s.ready(); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "not ready: %v\n", err)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// Handle registers h for pattern (a net/http ServeMux pattern), e.g.
+// "GET /metrics". Call it before Start.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Start binds the listener and serves in a goroutine that Close stops.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	s.mu.Lock()
+	s.ln = ln
+	s.done = make(chan struct{})
+	s.mu.Unlock()
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.logger.Error("admin listener stopped", "err", err)
+		}
+	}()
+	s.logger.Info("admin listening", "addr", ln.Addr().String())
+	return nil
+}
+
+// Addr is the bound address; nil before Start.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Close stops the listener and waits for the serving goroutine. It is
+// idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return s.closeErr
+	}
+	s.closed = true
+	done := s.done
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		err = s.srv.Close()
+	}
+	if done != nil {
+		<-done
+	}
+	s.mu.Lock()
+	s.closeErr = err
+	s.mu.Unlock()
+	return err
+}
