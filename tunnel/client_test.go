@@ -1,0 +1,398 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/airlock-proxy/airlock/proto"
+)
+
+func TestRoundTrip(t *testing.T) {
+	peers := make(chan *Peer, 100)
+	h := HandlerFunc(func(ctx context.Context, peer *Peer, s Stream) {
+		peers <- peer
+		echo(ctx, peer, s)
+	})
+	r, e := pair(t, h)
+
+	const streams = 50
+	var wg sync.WaitGroup
+	errc := make(chan error, streams)
+	for i := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			s, peer, err := e.OpenStream(ctx)
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer s.Close()
+			if peer.Transport != "quic" || peer.Key != r.id.Fingerprint() || peer.Name != "relay-test" {
+				errc <- errors.New("bad client-side peer")
+				return
+			}
+			want := make([]byte, 64<<10+i)
+			rand.Read(want)
+			werr := make(chan error, 1)
+			go func() {
+				_, err := s.Write(want)
+				if err == nil {
+					err = s.CloseWrite()
+				}
+				werr <- err
+			}()
+			got, err := io.ReadAll(s)
+			if err != nil {
+				errc <- err
+				return
+			}
+			if err := <-werr; err != nil {
+				errc <- err
+				return
+			}
+			if !bytes.Equal(got, want) {
+				errc <- errors.New("echoed bytes differ")
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Error(err)
+	}
+
+	// Server side: the edge as Authorize named it.
+	p := <-peers
+	if p.Name != "edge-1" || p.Key != e.id.Fingerprint() || p.Transport != "quic" || p.SessionID == "" || p.RemoteAddr == nil {
+		t.Errorf("server peer = %+v", p)
+	}
+	if got, want := strings.Join(p.Upstreams, ","), "openai,azure"; got != want {
+		t.Errorf("server peer upstreams = %q, want %q", got, want)
+	}
+
+	// Client side: the relay as WELCOME described it.
+	s, cp, err := e.OpenStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if cp.SessionID != p.SessionID {
+		t.Errorf("client session id %q, server %q", cp.SessionID, p.SessionID)
+	}
+	if got, want := strings.Join(cp.Upstreams, ","), "openai,azure"; got != want {
+		t.Errorf("client peer upstreams = %q, want %q", got, want)
+	}
+	if cp.RemoteAddr.String() != r.Addr().String() {
+		t.Errorf("client peer addr = %s, want %s", cp.RemoteAddr, r.Addr())
+	}
+	if got := r.Sessions(); got != 1 {
+		t.Errorf("Sessions() = %d, want 1", got)
+	}
+}
+
+func TestPinMismatch(t *testing.T) {
+	relayID, edgeID, otherID := mustIdentity(t), mustIdentity(t), mustIdentity(t)
+	called := make(chan struct{}, 1)
+	r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(edgeID.Fingerprint()),
+		HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) { called <- struct{}{}; s.Close() }))
+	e := startEdge(t, edgeID, r.Addr().String(), otherID.Fingerprint())
+
+	eventually(t, 2*time.Second, "a failed attempt", func() bool { return e.LastError() != nil })
+	err := e.LastError()
+	if !errors.Is(err, ErrPinMismatch) {
+		t.Fatalf("LastError() = %v, want ErrPinMismatch", err)
+	}
+	want := "relay key " + relayID.Fingerprint() + " does not match the pinned key " + otherID.Fingerprint()
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("LastError() = %q, want it to contain %q", err, want)
+	}
+	if e.Ready() {
+		t.Error("Ready() = true with a mismatched pin")
+	}
+	if _, _, err := e.OpenStream(context.Background()); !errors.Is(err, ErrNoSession) {
+		t.Errorf("OpenStream: got %v, want ErrNoSession", err)
+	}
+	select {
+	case <-called:
+		t.Error("handler was called")
+	default:
+	}
+}
+
+func TestUnknownEdge(t *testing.T) {
+	relayID, edgeID, otherID := mustIdentity(t), mustIdentity(t), mustIdentity(t)
+	called := make(chan struct{}, 1)
+	r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(otherID.Fingerprint()),
+		HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) { called <- struct{}{}; s.Close() }))
+	e := startEdge(t, edgeID, r.Addr().String(), relayID.Fingerprint())
+
+	eventually(t, 2*time.Second, "a failed attempt", func() bool { return e.LastError() != nil })
+	err := e.LastError()
+	if !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("LastError() = %v, want ErrUnknownPeer", err)
+	}
+	want := "relay refused this edge's key " + edgeID.Fingerprint() + ": add it to the relay's [[edge]] list"
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("LastError() = %q, want it to contain %q", err, want)
+	}
+	if logs, want := r.logs.String(), "refused edge key "+edgeID.Fingerprint(); !strings.Contains(logs, want) {
+		t.Errorf("relay logs lack %q", want)
+	}
+	if e.Ready() || r.Sessions() != 0 {
+		t.Errorf("Ready() = %v, Sessions() = %d; want false, 0", e.Ready(), r.Sessions())
+	}
+	select {
+	case <-called:
+		t.Error("handler was called")
+	default:
+	}
+}
+
+func TestAbortPropagates(t *testing.T) {
+	t.Run("edge to relay", func(t *testing.T) {
+		started := make(chan struct{})
+		readErr := make(chan error, 1)
+		_, e := pair(t, HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) {
+			if _, err := io.ReadFull(s, make([]byte, 5)); err != nil {
+				readErr <- err
+				s.Abort(proto.CodeInternal)
+				return
+			}
+			close(started)
+			_, err := io.Copy(io.Discard, s)
+			readErr <- err
+			s.Close()
+		}))
+		s, _, err := e.OpenStream(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-started:
+		case err := <-readErr:
+			t.Fatalf("relay: %v", err)
+		}
+		start := time.Now()
+		s.Abort(proto.CodeCancel)
+		s.Abort(proto.CodeCancel) // idempotent
+		select {
+		case err := <-readErr:
+			checkReset(t, err, proto.CodeCancel)
+			if d := time.Since(start); d > 100*time.Millisecond {
+				t.Errorf("relay saw the abort after %s, want within 100ms", d)
+			}
+		case <-time.After(time.Second):
+			t.Fatal("relay's Read did not fail")
+		}
+		if err := s.Close(); err != nil {
+			t.Errorf("Close after Abort: %v", err)
+		}
+	})
+	t.Run("relay to edge", func(t *testing.T) {
+		aborted := make(chan time.Time, 1)
+		_, e := pair(t, HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) {
+			buf := make([]byte, 1)
+			if _, err := s.Read(buf); err != nil {
+				s.Abort(proto.CodeInternal)
+				return
+			}
+			aborted <- time.Now()
+			s.Abort(proto.CodeUpstreamError)
+		}))
+		s, _, err := e.OpenStream(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if _, err := s.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.Copy(io.Discard, s)
+		checkReset(t, err, proto.CodeUpstreamError)
+		if d := time.Since(<-aborted); d > 100*time.Millisecond {
+			t.Errorf("edge saw the abort after %s, want within 100ms", d)
+		}
+		// Writes fail too, with the peer's code (STOP_SENDING).
+		eventually(t, time.Second, "write failure", func() bool {
+			_, err := s.Write([]byte("y"))
+			return err != nil
+		})
+		_, err = s.Write([]byte("y"))
+		checkReset(t, err, proto.CodeUpstreamError)
+	})
+}
+
+func checkReset(t *testing.T, err error, want proto.ResetCode) {
+	t.Helper()
+	var rst *proto.ResetError
+	if !errors.As(err, &rst) {
+		t.Fatalf("got error %v, want a *proto.ResetError", err)
+	}
+	if rst.Code != want {
+		t.Errorf("got code %s, want %s", rst.Code, want)
+	}
+}
+
+func TestCleanEOF(t *testing.T) {
+	_, e := pair(t, echo)
+	s, _, err := e.OpenStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.ID() < 0 {
+		t.Errorf("ID() = %d", s.ID())
+	}
+	s.Write([]byte("ping"))
+	s.CloseWrite()
+	got, err := io.ReadAll(s)
+	if err != nil || string(got) != "ping" {
+		t.Errorf("got %q, %v; want \"ping\", nil", got, err)
+	}
+	if n, err := s.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("Read after EOF = %d, %v; want 0, io.EOF", n, err)
+	}
+}
+
+func TestPingMeasuresRTT(t *testing.T) {
+	_, e := pair(t, echo)
+	if e.RTT() <= 0 {
+		t.Errorf("RTT() = %s after the handshake, want > 0", e.RTT())
+	}
+	e.rtt.Store(0)
+	// PingInterval is 50ms: a PONG updates the RTT soon.
+	eventually(t, 500*time.Millisecond, "RTT from a PONG", func() bool { return e.RTT() > 0 })
+}
+
+func TestDeadRelay(t *testing.T) {
+	relayID, edgeID := mustIdentity(t), mustIdentity(t)
+	r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(edgeID.Fingerprint()), echo)
+	proxy := newUDPProxy(t, r.Addr())
+	e := startEdge(t, edgeID, proxy.Addr(), relayID.Fingerprint())
+	waitReady(t, e.Client)
+
+	proxy.blocked.Store(true)
+	start := time.Now()
+	cfg := testConfig()
+	limit := cfg.PingInterval.Duration + cfg.PingTimeout.Duration + 100*time.Millisecond
+	eventually(t, 2*limit, "Ready() == false", func() bool { return !e.Ready() })
+	if d := time.Since(start); d > limit {
+		t.Errorf("dead relay noticed after %s, want within %s", d, limit)
+	}
+	if err := e.LastError(); err == nil || !strings.Contains(err.Error(), "no PONG") {
+		t.Errorf("LastError() = %v, want \"no PONG\"", err)
+	}
+	start = time.Now()
+	_, _, err := e.OpenStream(context.Background())
+	if !errors.Is(err, ErrNoSession) {
+		t.Errorf("OpenStream: got %v, want ErrNoSession", err)
+	}
+	if d := time.Since(start); d > 10*time.Millisecond {
+		t.Errorf("OpenStream took %s, want an immediate error", d)
+	}
+
+	// The path heals: the edge reconnects.
+	proxy.blocked.Store(false)
+	waitReady(t, e.Client)
+}
+
+func TestReconnect(t *testing.T) {
+	relayID, edgeID := mustIdentity(t), mustIdentity(t)
+	auth := edgeAuth(edgeID.Fingerprint())
+	r1 := startRelay(t, relayID, "127.0.0.1:0", auth, echo)
+	addr := r1.Addr().String()
+	e := startEdge(t, edgeID, addr, relayID.Fingerprint())
+	waitReady(t, e.Client)
+
+	r1.Close()
+	eventually(t, time.Second, "Ready() == false", func() bool { return !e.Ready() })
+
+	startRelay(t, relayID, addr, auth, echo)
+	waitReady(t, e.Client)
+	s, _, err := e.OpenStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Write([]byte("again"))
+	s.CloseWrite()
+	got, err := io.ReadAll(s)
+	s.Close()
+	if err != nil || string(got) != "again" {
+		t.Errorf("got %q, %v; want \"again\", nil", got, err)
+	}
+}
+
+func TestClientLifecycle(t *testing.T) {
+	relayID, edgeID := mustIdentity(t), mustIdentity(t)
+	c, err := NewClient(ClientOptions{Identity: edgeID, RelayAddr: "127.0.0.1:1", RelayKey: relayID.Fingerprint()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.OpenStream(context.Background()); !errors.Is(err, ErrNoSession) {
+		t.Errorf("OpenStream before Run: got %v, want ErrNoSession", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := c.WaitReady(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("WaitReady: got %v, want context.DeadlineExceeded", err)
+	}
+	c.Close()
+	c.Close()
+	if err := c.Run(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Errorf("Run after Close: got %v, want ErrClosed", err)
+	}
+	if err := c.WaitReady(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Errorf("WaitReady after Close: got %v, want ErrClosed", err)
+	}
+
+	// Run ends with its context.
+	c2, err := NewClient(ClientOptions{Identity: edgeID, RelayAddr: "127.0.0.1:1", RelayKey: relayID.Fingerprint()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c2.Run(ctx2) }()
+	cancel2()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run: got %v, want context.Canceled", err)
+	}
+}
+
+func TestNewClientErrors(t *testing.T) {
+	id := mustIdentity(t)
+	tests := []struct {
+		name string
+		opts ClientOptions
+		want string
+	}{
+		{"no identity", ClientOptions{RelayAddr: "x:1", RelayKey: id.Fingerprint()}, "no identity"},
+		{"no address", ClientOptions{Identity: id, RelayKey: id.Fingerprint()}, "no relay address"},
+		{"bad key", ClientOptions{Identity: id, RelayAddr: "x:1", RelayKey: "sha256:nope"}, "relay key"},
+		{"bad config", ClientOptions{Identity: id, RelayAddr: "x:1", RelayKey: id.Fingerprint(),
+			Config: Config{PingTimeout: testConfig().PingTimeout, ReconnectMin: testConfig().ReconnectMax, ReconnectMax: testConfig().ReconnectMin}},
+			"tunnel.reconnect_max"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewClient(tt.opts)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,270 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/airlock-proxy/airlock/internal/config"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testConfig has short intervals so that liveness tests run fast.
+func testConfig() Config {
+	return Config{
+		HandshakeTimeout: config.Duration{Duration: 2 * time.Second},
+		PingInterval:     config.Duration{Duration: 50 * time.Millisecond},
+		PingTimeout:      config.Duration{Duration: 150 * time.Millisecond},
+		ReconnectMin:     config.Duration{Duration: 10 * time.Millisecond},
+		ReconnectMax:     config.Duration{Duration: 100 * time.Millisecond},
+	}
+}
+
+func mustIdentity(t *testing.T) *Identity {
+	t.Helper()
+	id, err := GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// logBuffer collects log output for assertions and echoes it to t.Log.
+type logBuffer struct {
+	t   *testing.T
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.t.Logf("%s", bytes.TrimRight(p, "\n"))
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func newLogger(t *testing.T, prefix string) (*slog.Logger, *logBuffer) {
+	lb := &logBuffer{t: t}
+	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})).With("side", prefix), lb
+}
+
+// testRelay is a Server on loopback, serving until the test ends.
+type testRelay struct {
+	*Server
+	id   *Identity
+	logs *logBuffer
+	done chan error // Serve's result
+}
+
+// edgeAuth authorizes exactly one edge key, as "edge-1" with two upstreams.
+func edgeAuth(key string) func(string) (string, []string, error) {
+	return func(k string) (string, []string, error) {
+		if k != key {
+			return "", nil, errors.New("unknown key")
+		}
+		return "edge-1", []string{"openai", "azure"}, nil
+	}
+}
+
+// startRelay starts a Server on addr; mods adjust its options.
+func startRelay(t *testing.T, id *Identity, addr string, auth func(string) (string, []string, error), h Handler, mods ...func(*ServerOptions)) *testRelay {
+	t.Helper()
+	log, lb := newLogger(t, "relay")
+	opts := ServerOptions{
+		Identity:  id,
+		Listen:    addr,
+		RelayName: "relay-test",
+		Authorize: auth,
+		Logger:    log,
+		Config:    testConfig(),
+	}
+	for _, mod := range mods {
+		mod(&opts)
+	}
+	srv, err := NewServer(opts, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	r := &testRelay{Server: srv, id: id, logs: lb, done: make(chan error, 1)}
+	go func() { r.done <- srv.Serve(context.Background()) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-r.done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return r
+}
+
+// testEdge is a Client running until the test ends.
+type testEdge struct {
+	*Client
+	id   *Identity
+	logs *logBuffer
+}
+
+func startEdge(t *testing.T, id *Identity, addr, pin string) *testEdge {
+	t.Helper()
+	log, lb := newLogger(t, "edge")
+	c, err := NewClient(ClientOptions{
+		Config:    testConfig(),
+		Identity:  id,
+		RelayAddr: addr,
+		RelayKey:  pin,
+		EdgeName:  "edge-self",
+		Software:  "airlock-test",
+		Logger:    log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(context.Background()) }()
+	t.Cleanup(func() {
+		c.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return &testEdge{Client: c, id: id, logs: lb}
+}
+
+// pair starts a relay with handler h and an edge it authorizes, and waits
+// until the session is up.
+func pair(t *testing.T, h Handler) (*testRelay, *testEdge) {
+	t.Helper()
+	relayID, edgeID := mustIdentity(t), mustIdentity(t)
+	r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(edgeID.Fingerprint()), h)
+	e := startEdge(t, edgeID, r.Addr().String(), relayID.Fingerprint())
+	waitReady(t, e.Client)
+	return r, e
+}
+
+func waitReady(t *testing.T, c *Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := c.WaitReady(ctx); err != nil {
+		t.Fatalf("WaitReady: %v (last error: %v)", err, c.LastError())
+	}
+}
+
+// eventually polls cond until it holds or timeout passes, for states that
+// no channel announces.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, timeout)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// echo is a Handler that writes back what it reads, then ends cleanly.
+var echo = HandlerFunc(func(ctx context.Context, peer *Peer, s Stream) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := s.Read(buf)
+		if n > 0 {
+			if _, werr := s.Write(buf[:n]); werr != nil {
+				s.Abort(1)
+				return
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	s.CloseWrite()
+	s.Close()
+})
+
+// udpProxy forwards datagrams between one client and a target, and can be
+// told to drop everything, as a dead network path would.
+type udpProxy struct {
+	ln      *net.UDPConn
+	up      *net.UDPConn
+	client  atomic.Pointer[net.UDPAddr]
+	blocked atomic.Bool
+	wg      sync.WaitGroup
+}
+
+func newUDPProxy(t *testing.T, target net.Addr) *udpProxy {
+	t.Helper()
+	ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := net.DialUDP("udp", nil, target.(*net.UDPAddr))
+	if err != nil {
+		ln.Close()
+		t.Fatal(err)
+	}
+	p := &udpProxy{ln: ln, up: up}
+	p.wg.Add(2)
+	go p.toTarget()
+	go p.toClient()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *udpProxy) Addr() string { return p.ln.LocalAddr().String() }
+
+func (p *udpProxy) toTarget() {
+	defer p.wg.Done()
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := p.ln.ReadFromUDP(buf)
+		if err != nil {
+			return
+		}
+		p.client.Store(from)
+		if !p.blocked.Load() {
+			p.up.Write(buf[:n])
+		}
+	}
+}
+
+func (p *udpProxy) toClient() {
+	defer p.wg.Done()
+	buf := make([]byte, 2048)
+	for {
+		n, err := p.up.Read(buf)
+		if err != nil {
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				continue
+			}
+			return
+		}
+		if to := p.client.Load(); to != nil && !p.blocked.Load() {
+			p.ln.WriteToUDP(buf[:n], to)
+		}
+	}
+}
+
+func (p *udpProxy) close() {
+	p.ln.Close()
+	p.up.Close()
+	p.wg.Wait()
+}

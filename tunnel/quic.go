@@ -1,0 +1,170 @@
+package tunnel
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sync"
+	"sync/atomic"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/airlock-proxy/airlock/proto"
+)
+
+// transportQUIC is Peer.Transport for sessions over QUIC.
+const transportQUIC = "quic"
+
+// Flow-control windows. Each exchange may carry a large upload or a fast
+// stream of tokens, and many run at once on one connection, so the windows
+// are far larger than quic-go's defaults (512 KiB initial, 6 MiB and 15 MiB
+// maximum): a stream never waits for credit on a long, fat path.
+const (
+	initialStreamWindow     = 1 << 20  // 1 MiB
+	maxStreamWindow         = 16 << 20 // 16 MiB
+	initialConnectionWindow = 4 << 20  // 4 MiB
+	maxConnectionWindow     = 64 << 20 // 64 MiB
+)
+
+// DefaultMaxStreams is how many exchange streams a relay accepts at once on
+// one session unless ServerOptions.MaxStreams says otherwise.
+const DefaultMaxStreams = 10000
+
+// quicConfig returns the QUIC settings for one side. maxIncoming is how many
+// bidirectional streams the peer may open at once; negative allows none.
+func quicConfig(cfg *Config, maxIncoming int64) *quic.Config {
+	return &quic.Config{
+		HandshakeIdleTimeout:           cfg.HandshakeTimeout.Duration,
+		MaxIdleTimeout:                 cfg.idleTimeout(),
+		KeepAlivePeriod:                cfg.PingInterval.Duration,
+		InitialStreamReceiveWindow:     initialStreamWindow,
+		MaxStreamReceiveWindow:         maxStreamWindow,
+		InitialConnectionReceiveWindow: initialConnectionWindow,
+		MaxConnectionReceiveWindow:     maxConnectionWindow,
+		MaxIncomingStreams:             maxIncoming,
+		MaxIncomingUniStreams:          -1,
+	}
+}
+
+// quicStream adapts a *quic.Stream to Stream.
+type quicStream struct {
+	s *quic.Stream
+
+	readDone  atomic.Bool // Read returned io.EOF: the peer's FIN arrived
+	aborted   atomic.Bool
+	abortOnce sync.Once
+	closeOnce sync.Once
+
+	onDone   func() // called once, at the first Close or Abort; may be nil
+	doneOnce sync.Once
+}
+
+// newQUICStream wraps s. onDone, if not nil, is called once when the stream
+// is first closed or aborted.
+func newQUICStream(s *quic.Stream, onDone func()) *quicStream {
+	return &quicStream{s: s, onDone: onDone}
+}
+
+func (q *quicStream) done() {
+	if q.onDone != nil {
+		q.doneOnce.Do(q.onDone)
+	}
+}
+
+// Read reads from the stream. After the peer's Abort (or STOP_SENDING), the
+// error wraps a *proto.ResetError with the peer's code.
+func (q *quicStream) Read(p []byte) (int, error) {
+	n, err := q.s.Read(p)
+	if err != nil {
+		if err == io.EOF {
+			q.readDone.Store(true)
+			return n, io.EOF
+		}
+		return n, streamError(err)
+	}
+	return n, nil
+}
+
+// Write writes to the stream. After the peer's Abort, the error wraps a
+// *proto.ResetError with the peer's code.
+func (q *quicStream) Write(p []byte) (int, error) {
+	n, err := q.s.Write(p)
+	if err != nil {
+		return n, streamError(err)
+	}
+	return n, nil
+}
+
+// CloseWrite sends a FIN: the peer reads io.EOF once it has read everything.
+func (q *quicStream) CloseWrite() error {
+	if q.aborted.Load() {
+		return nil
+	}
+	if err := q.s.Close(); err != nil {
+		return fmt.Errorf("closing stream %d for writing: %w", q.ID(), err)
+	}
+	return nil
+}
+
+// Abort resets both directions with code (RESET_STREAM and STOP_SENDING).
+func (q *quicStream) Abort(code proto.ResetCode) {
+	q.abortOnce.Do(func() {
+		q.aborted.Store(true)
+		q.s.CancelRead(quic.StreamErrorCode(code))
+		q.s.CancelWrite(quic.StreamErrorCode(code))
+	})
+	q.done()
+}
+
+// Close ends the send direction with a FIN if it is still open and, if the
+// peer's FIN has not been read yet, stops reading with CodeCancel so that
+// the peer stops sending and the stream's credit is freed.
+func (q *quicStream) Close() error {
+	q.closeOnce.Do(func() {
+		if q.aborted.Load() {
+			return
+		}
+		// An error here means the peer already stopped our direction
+		// (STOP_SENDING) or the connection is gone: either way the
+		// direction is over, which is all Close promises.
+		_ = q.s.Close()
+		if !q.readDone.Load() {
+			q.s.CancelRead(quic.StreamErrorCode(proto.CodeCancel))
+		}
+	})
+	q.done()
+	return nil
+}
+
+// ID returns the QUIC stream ID.
+func (q *quicStream) ID() int64 { return int64(q.s.StreamID()) }
+
+// streamError makes a stream cancelled by the peer look like a RESET frame:
+// the returned error wraps a *proto.ResetError with the peer's code, and
+// still the *quic.StreamError.
+func streamError(err error) error {
+	var se *quic.StreamError
+	if !errors.As(err, &se) || !se.Remote {
+		return err
+	}
+	code := proto.CodeInternal
+	if se.ErrorCode <= math.MaxUint32 {
+		code = proto.ResetCode(se.ErrorCode)
+	}
+	return &peerResetError{rst: &proto.ResetError{Code: code}, err: err}
+}
+
+// peerResetError is a stream error caused by the peer's cancellation.
+type peerResetError struct {
+	rst *proto.ResetError
+	err error
+}
+
+func (e *peerResetError) Error() string {
+	return fmt.Sprintf("stream reset by peer: %s", e.rst.Code)
+}
+
+func (e *peerResetError) Unwrap() []error { return []error{e.rst, e.err} }
+
+var _ Stream = (*quicStream)(nil)

@@ -1,0 +1,491 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/airlock-proxy/airlock/proto"
+)
+
+// ServerOptions configure a [Server].
+type ServerOptions struct {
+	// Identity is the relay's key pair, presented to edges. Required.
+	Identity *Identity
+	// Listen is the UDP address to listen on, "host:port"; port 0 picks a
+	// free port (see [Server.Addr]).
+	Listen string
+	// RelayName names this relay in WELCOME, for the edges' logs.
+	RelayName string
+	// Authorize maps an edge's key fingerprint to its configured name and
+	// the upstream names it may use (the first being its default). An error
+	// refuses the edge during the TLS handshake. Required.
+	Authorize func(edgeKey string) (edgeName string, upstreams []string, err error)
+	// MaxStreams is how many exchange streams one session may have open at
+	// once; more wait in the edge's OpenStream. Default: 10000. Zero means
+	// the default.
+	MaxStreams int
+	// Logger receives session events; nil discards them.
+	Logger *slog.Logger
+	// Software is the relay's software version, for logs.
+	Software string
+	// Config tunes the relay's side of sessions; zero fields mean their
+	// defaults. HandshakeTimeout bounds the QUIC handshake and the wait for
+	// HELLO; PingInterval + PingTimeout (at least 5s) is the idle time
+	// after which a silent edge's session is dropped. The reconnect fields
+	// are not used.
+	Config Config
+}
+
+// Server is the relay side of the tunnel: it accepts sessions from edges
+// whose keys Authorize knows and hands each exchange stream to a Handler, in
+// a goroutine of its own.
+//
+// All methods are safe for concurrent use.
+type Server struct {
+	opts     ServerOptions
+	cfg      Config
+	h        Handler
+	log      *slog.Logger
+	tlsConf  *tls.Config
+	quicConf *quic.Config
+
+	inflight  inflight       // exchange streams being served
+	live      inflight       // sessions, in handshake or up
+	wg        sync.WaitGroup // session and stream goroutines
+	closeOnce sync.Once
+
+	mu       sync.Mutex
+	udp      *net.UDPConn
+	tr       *quic.Transport
+	ln       *quic.Listener
+	sessions map[*serverSession]struct{} // accepted connections, in handshake or up
+	up       int                         // sessions past WELCOME
+	serving  bool
+	draining bool
+	closed   bool
+}
+
+// serverSession is one edge's connection.
+type serverSession struct {
+	conn       *quic.Conn
+	goaway     chan struct{} // closed to send GOAWAY
+	goawayOnce sync.Once
+}
+
+// sendGoAway asks the session's GOAWAY writer to tell the edge that the
+// relay drains. It does not block.
+func (ss *serverSession) sendGoAway() {
+	ss.goawayOnce.Do(func() { close(ss.goaway) })
+}
+
+// NewServer checks opts and returns a Server that serves streams with h. It
+// does not listen: call Listen (optional) and Serve.
+func NewServer(opts ServerOptions, h Handler) (*Server, error) {
+	if opts.Identity == nil {
+		return nil, errors.New("tunnel server: no identity")
+	}
+	if opts.Authorize == nil {
+		return nil, errors.New("tunnel server: no Authorize function")
+	}
+	if h == nil {
+		return nil, errors.New("tunnel server: no handler")
+	}
+	if opts.MaxStreams < 0 {
+		return nil, fmt.Errorf("tunnel server: max streams = %d: want a positive number", opts.MaxStreams)
+	}
+	if opts.MaxStreams == 0 {
+		opts.MaxStreams = DefaultMaxStreams
+	}
+	cfg, err := opts.Config.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("tunnel server: %w", err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{
+		opts:    opts,
+		cfg:     cfg,
+		h:       h,
+		log:     log,
+		tlsConf: serverTLSConfig(opts.Identity, opts.Authorize, log),
+		// One more than MaxStreams: the control stream counts too.
+		quicConf: quicConfig(&cfg, int64(opts.MaxStreams)+1),
+		sessions: make(map[*serverSession]struct{}),
+	}, nil
+}
+
+// Listen binds the UDP socket; Addr is valid afterwards.
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if s.ln != nil {
+		return errors.New("tunnel server: already listening")
+	}
+	addr, err := net.ResolveUDPAddr("udp", s.opts.Listen)
+	if err != nil {
+		return fmt.Errorf("tunnel server: listen address %q: %w", s.opts.Listen, err)
+	}
+	udp, err := net.ListenUDP("udp", addr)
+	if err != nil {
+		return fmt.Errorf("tunnel server: %w", err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	ln, err := tr.Listen(s.tlsConf, s.quicConf)
+	if err != nil {
+		tr.Close()
+		udp.Close()
+		return fmt.Errorf("tunnel server: listening on %s: %w", udp.LocalAddr(), err)
+	}
+	s.udp, s.tr, s.ln = udp, tr, ln
+	s.log.Info("tunnel: listening", "addr", ln.Addr().String(), "key", s.opts.Identity.Fingerprint(),
+		"relay", s.opts.RelayName, "software", s.opts.Software)
+	return nil
+}
+
+// Addr returns the UDP address the server listens on, or nil before Listen.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Serve accepts sessions until ctx ends, Shutdown or Close; it calls Listen
+// first if needed. Each session runs in goroutines of its own, which
+// Shutdown and Close wait for. When ctx ends, Serve closes the server as
+// Close does (use Shutdown for a graceful stop).
+//
+// Serve blocks. It returns nil once stopped, or the error that stopped it.
+func (s *Server) Serve(ctx context.Context) error {
+	s.mu.Lock()
+	needListen := s.ln == nil
+	s.mu.Unlock()
+	if needListen {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	if s.serving {
+		s.mu.Unlock()
+		return errors.New("tunnel server: Serve is already running")
+	}
+	s.serving = true
+	ln := s.ln
+	s.mu.Unlock()
+
+	for {
+		conn, err := ln.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return s.Close()
+			}
+			if errors.Is(err, quic.ErrServerClosed) {
+				return nil
+			}
+			return fmt.Errorf("tunnel server: accepting: %w", err)
+		}
+		s.startSession(conn)
+	}
+}
+
+// startSession registers conn and serves it in a goroutine.
+func (s *Server) startSession(conn *quic.Conn) {
+	ss := &serverSession{conn: conn, goaway: make(chan struct{})}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		conn.CloseWithError(closeNormal, "relay shutting down")
+		return
+	}
+	s.sessions[ss] = struct{}{}
+	s.live.add()
+	if s.draining {
+		ss.sendGoAway()
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go s.serveSession(ss)
+}
+
+// serveSession runs one session: the control handshake within
+// Config.HandshakeTimeout, then the control stream and the stream accept
+// loop until the connection closes.
+func (s *Server) serveSession(ss *serverSession) {
+	defer s.wg.Done()
+	conn := ss.conn
+	up := false
+	defer func() {
+		s.mu.Lock()
+		delete(s.sessions, ss)
+		if up {
+			s.up--
+		}
+		s.mu.Unlock()
+		s.live.done()
+	}()
+
+	log := s.log.With("remote", conn.RemoteAddr().String())
+	ctrl, hello, err := acceptControl(conn, s.cfg.HandshakeTimeout.Duration)
+	if err != nil {
+		if closeCause(conn) == nil {
+			log.Warn("tunnel: edge handshake failed", "err", err)
+		}
+		conn.CloseWithError(handshakeCloseCode(err), err.Error())
+		return
+	}
+	if hello.Version != proto.ProtocolVersion {
+		msg := fmt.Sprintf("unsupported protocol version %d: this relay speaks version %d", hello.Version, proto.ProtocolVersion)
+		log.Warn("tunnel: refused edge: "+msg, "edge_name", hello.EdgeName, "software", hello.Software)
+		conn.CloseWithError(closeVersion, msg)
+		return
+	}
+	key, err := peerKey(conn)
+	if err != nil {
+		conn.CloseWithError(closeProtocol, err.Error())
+		return
+	}
+	name, upstreams, err := s.opts.Authorize(key)
+	if err != nil {
+		log.Warn("tunnel: refused edge key "+key, "key", key, "err", err)
+		conn.CloseWithError(closeUnauthorized, "edge key not authorized")
+		return
+	}
+	peer := &Peer{
+		Name:       name,
+		Key:        key,
+		SessionID:  newSessionID(),
+		Transport:  transportQUIC,
+		RemoteAddr: conn.RemoteAddr(),
+		Upstreams:  upstreams,
+	}
+	err = ctrl.w.WriteMessage(&proto.Welcome{
+		Version:    proto.ProtocolVersion,
+		RelayName:  s.opts.RelayName,
+		SessionID:  peer.SessionID,
+		Upstreams:  upstreams,
+		MaxStreams: uint64(s.opts.MaxStreams),
+	})
+	if err != nil {
+		log.Warn("tunnel: edge handshake failed", "edge", name, "err", err)
+		conn.CloseWithError(closeProtocol, "writing WELCOME failed")
+		return
+	}
+	s.mu.Lock()
+	s.up++
+	up = true
+	s.mu.Unlock()
+	log = log.With("edge", name, "session", peer.SessionID)
+	log.Info("tunnel: edge connected", "key", key, "edge_name", hello.EdgeName, "software", hello.Software)
+
+	ctx := conn.Context()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		err := s.serveControl(ctrl)
+		switch {
+		case closeCause(conn) != nil:
+		case errors.Is(err, io.EOF):
+			conn.CloseWithError(closeControlEnded, "edge ended the control stream")
+		default:
+			conn.CloseWithError(closeProtocol, fmt.Sprintf("control stream: %v", err))
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		select {
+		case <-ss.goaway:
+			if err := ctrl.w.WriteMessage(&proto.GoAway{Reason: "relay shutting down"}); err != nil {
+				log.Debug("tunnel: sending GOAWAY failed", "err", err)
+			}
+		case <-ctx.Done():
+		}
+	}()
+
+	for {
+		st, err := conn.AcceptStream(ctx)
+		if err != nil {
+			break
+		}
+		s.inflight.add()
+		s.wg.Add(1)
+		go s.serveStream(ctx, peer, st, log)
+	}
+	wg.Wait()
+	log.Info("tunnel: edge disconnected", "reason", closeCause(conn))
+}
+
+// serveControl answers the edge's PINGs until the control stream fails.
+func (s *Server) serveControl(ctrl *controlStream) error {
+	for {
+		m, err := ctrl.r.ReadMessage()
+		if err != nil {
+			return err
+		}
+		switch m := m.(type) {
+		case *proto.Ping:
+			if err := ctrl.w.WriteMessage(&proto.Pong{ID: m.ID}); err != nil {
+				return err
+			}
+		case *proto.Pong:
+			// The relay sends no PINGs; an unsolicited PONG is harmless.
+		default:
+			return fmt.Errorf("%w: unexpected %T", proto.ErrProtocol, m)
+		}
+	}
+}
+
+// serveStream runs the handler on one exchange stream. If the handler
+// returns without closing the stream, or panics, the stream is closed or
+// aborted here so that its flow-control credit is not lost.
+func (s *Server) serveStream(ctx context.Context, peer *Peer, st *quic.Stream, log *slog.Logger) {
+	defer s.wg.Done()
+	defer s.inflight.done()
+	qs := newQUICStream(st, nil)
+	defer func() {
+		if v := recover(); v != nil {
+			log.Error("tunnel: stream handler panicked", "stream", qs.ID(), "panic", v, "stack", string(debug.Stack()))
+			qs.Abort(proto.CodeInternal)
+			return
+		}
+		qs.Close()
+	}()
+	s.h.ServeStream(ctx, peer, qs)
+}
+
+// Sessions returns how many sessions are up (past WELCOME).
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.up
+}
+
+// Shutdown drains the server: it stops accepting sessions and sends GOAWAY
+// on every session. Edges then open no new streams there, and each edge
+// closes its session once its last stream is done, which is how the relay
+// knows that the answers in flight have arrived. Shutdown waits until every
+// session is closed and every handler has returned, or until ctx ends, and
+// then closes as Close does. It returns ctx.Err() if ctx ended first.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return s.Close()
+	}
+	s.draining = true
+	ln := s.ln
+	for ss := range s.sessions {
+		ss.sendGoAway()
+	}
+	n := len(s.sessions)
+	s.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+	}
+	s.log.Info("tunnel: draining", "sessions", n, "streams", s.inflight.count())
+
+	var err error
+	for _, f := range []*inflight{&s.live, &s.inflight} {
+		select {
+		case <-f.idle():
+			continue
+		case <-ctx.Done():
+			err = ctx.Err()
+			s.log.Warn("tunnel: drain time is up; closing sessions",
+				"sessions", s.live.count(), "streams", s.inflight.count())
+		}
+		break
+	}
+	s.Close()
+	return err
+}
+
+// Close closes the listener and every session at once (streams in flight
+// fail, handlers' contexts end) and waits for all goroutines of the server
+// to return. Close is idempotent.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		ln, tr, udp := s.ln, s.tr, s.udp
+		sessions := make([]*serverSession, 0, len(s.sessions))
+		for ss := range s.sessions {
+			sessions = append(sessions, ss)
+		}
+		s.mu.Unlock()
+		if ln != nil {
+			ln.Close()
+		}
+		for _, ss := range sessions {
+			ss.conn.CloseWithError(closeNormal, "relay shutting down")
+		}
+		s.wg.Wait()
+		if tr != nil {
+			tr.Close()
+			udp.Close()
+		}
+	})
+	return nil
+}
+
+// inflight counts sessions or streams being served, so that Shutdown can
+// wait for them. Unlike a sync.WaitGroup it may gain streams while someone
+// waits.
+type inflight struct {
+	mu    sync.Mutex
+	n     int
+	empty chan struct{} // made when n leaves 0, closed when it returns to 0
+}
+
+func (f *inflight) add() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == 0 {
+		f.empty = make(chan struct{})
+	}
+	f.n++
+}
+
+func (f *inflight) done() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n--
+	if f.n == 0 {
+		close(f.empty)
+	}
+}
+
+func (f *inflight) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n
+}
+
+// idle returns a channel that is closed once no stream is in flight.
+func (f *inflight) idle() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == 0 {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return f.empty
+}
