@@ -47,23 +47,27 @@ func DefaultLimits() Limits {
 	}
 }
 
-// withDefaults fills zero fields with their defaults.
+// withDefaults fills zero fields with their defaults. It also replaces a
+// negative field with its default and caps a field at maxPayloadLimit, so
+// that a Limits nobody validated can never turn a length check off.
 func (l Limits) withDefaults() Limits {
-	if l.MaxHeadSize == 0 {
-		l.MaxHeadSize = DefaultMaxHeadSize
+	fix := func(v *int, def int) {
+		switch {
+		case *v <= 0:
+			*v = def
+		case *v > maxPayloadLimit:
+			*v = maxPayloadLimit
+		}
 	}
-	if l.MaxHeaderCount == 0 {
-		l.MaxHeaderCount = DefaultMaxHeaderCount
-	}
-	if l.MaxDataSize == 0 {
-		l.MaxDataSize = DefaultMaxDataSize
-	}
+	fix(&l.MaxHeadSize, DefaultMaxHeadSize)
+	fix(&l.MaxHeaderCount, DefaultMaxHeaderCount)
+	fix(&l.MaxDataSize, DefaultMaxDataSize)
 	return l
 }
 
-// Validate reports the first field that is out of range.
+// Validate reports the first field that is out of range. Zero is valid: it
+// means the default.
 func (l Limits) Validate() error {
-	l = l.withDefaults()
 	for _, f := range []struct {
 		name     string
 		val, min int
@@ -72,7 +76,7 @@ func (l Limits) Validate() error {
 		{"max_header_count", l.MaxHeaderCount, 16},
 		{"max_data_size", l.MaxDataSize, 1 << 10},
 	} {
-		if f.val < f.min || f.val > maxPayloadLimit {
+		if f.val != 0 && (f.val < f.min || f.val > maxPayloadLimit) {
 			return fmt.Errorf("limits: %s = %d: want %d to %d", f.name, f.val, f.min, maxPayloadLimit)
 		}
 	}

@@ -36,7 +36,8 @@ type Writer struct {
 	w     io.Writer
 	lim   Limits
 	state direction
-	buf   []byte // scratch for heads and small frames
+	buf   []byte                  // scratch for heads and small frames
+	hdr   [maxFrameHeaderLen]byte // DATA frame header; a field so that it does not escape per Write
 }
 
 // NewWriter returns a Writer on w with the given limits (zero means default).
@@ -101,18 +102,17 @@ func (w *Writer) Write(p []byte) (int, error) {
 	written := 0
 	for len(p) > 0 {
 		chunk := p[:min(len(p), w.lim.MaxDataSize)]
-		var hdr [maxFrameHeaderLen]byte
-		hdr[0] = byte(FrameData)
-		hl := 1 + binary.PutUvarint(hdr[1:], uint64(len(chunk)))
+		w.hdr[0] = byte(FrameData)
+		hl := 1 + binary.PutUvarint(w.hdr[1:], uint64(len(chunk)))
 		if len(chunk) <= 4<<10 {
 			// Small frames go out in one Write so that a peer never sees
 			// a header without its payload in a separate packet.
-			w.buf = append(append(w.buf[:0], hdr[:hl]...), chunk...)
+			w.buf = append(append(w.buf[:0], w.hdr[:hl]...), chunk...)
 			if _, err := w.w.Write(w.buf); err != nil {
 				return written, fmt.Errorf("writing DATA: %w", err)
 			}
 		} else {
-			if _, err := w.w.Write(hdr[:hl]); err != nil {
+			if _, err := w.w.Write(w.hdr[:hl]); err != nil {
 				return written, fmt.Errorf("writing DATA: %w", err)
 			}
 			if _, err := w.w.Write(chunk); err != nil {
@@ -258,18 +258,20 @@ func (r *Reader) readHead() ([]byte, error) {
 		}
 		return nil, r.fail(err)
 	}
+	// Reject any other frame from its header, before reading (and
+	// allocating) a payload that is allowed only later.
+	if t != FrameHead && t != FrameReset {
+		return nil, r.fail(protocolErrorf("got %s frame, want HEAD", t))
+	}
 	p, err := readPayload(r.br, t, n)
 	if err != nil {
 		return nil, r.fail(err)
 	}
-	switch t {
-	case FrameHead:
-		r.state = inBody
-		return p, nil
-	case FrameReset:
+	if t == FrameReset {
 		return nil, r.fail(r.resetFrom(p))
 	}
-	return nil, r.fail(protocolErrorf("got %s frame, want HEAD", t))
+	r.state = inBody
+	return p, nil
 }
 
 // ReadRequestHead reads and validates the HEAD of a request. A RESET instead
