@@ -1,0 +1,388 @@
+package relay
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/airlock-proxy/airlock/internal/config"
+	"github.com/airlock-proxy/airlock/tunnel"
+)
+
+// Defaults of the relay configuration.
+const (
+	DefaultName                  = "relay"
+	DefaultListen                = "0.0.0.0:7443"
+	DefaultAdminListen           = "127.0.0.1:9091"
+	DefaultShutdownGrace         = 30 * time.Second
+	DefaultResponseHeaderTimeout = 10 * time.Minute
+)
+
+// AdminOff as admin_listen disables the admin listener.
+const AdminOff = "off"
+
+// Upstream auth styles.
+const (
+	AuthBearer = "bearer"  // Authorization: Bearer KEY
+	AuthAPIKey = "api-key" // api-key: KEY (Azure OpenAI)
+	AuthNone   = "none"    // no credentials are sent
+)
+
+// EdgeConfig is one `[[edge]]` table: an edge allowed to open tunnels.
+type EdgeConfig struct {
+	// Name identifies the edge in logs. Required, unique.
+	Name string `toml:"name"`
+	// Key is the edge's public key fingerprint, "sha256:<base64url>"
+	// (`airlock keygen -show edge.key` prints it). Required, unique.
+	Key string `toml:"key"`
+	// Upstreams lists the upstream names this edge may use, the first being
+	// its default. Empty: every upstream, in config order.
+	Upstreams []string `toml:"upstreams"`
+}
+
+// UpstreamConfig is one `[[upstream]]` table: an API the relay calls.
+//
+// It holds a secret (Key); its String, GoString and LogValue methods redact
+// it, so that printing or logging a config never shows the key.
+type UpstreamConfig struct {
+	// Name is what edges and clients call this upstream
+	// (the Airlock-Upstream header). Required, unique.
+	Name string `toml:"name"`
+	// BaseURL is the upstream's base URL including its version prefix,
+	// e.g. "https://api.openai.com/v1". The client's path below /v1 is
+	// joined under it. Scheme http or https; no query, fragment or
+	// userinfo. Required.
+	BaseURL string `toml:"base_url"`
+	// Auth is how the key is sent: "bearer" (Authorization: Bearer KEY),
+	// "api-key" (api-key: KEY, as Azure OpenAI wants) or "none".
+	// Default: "bearer".
+	Auth string `toml:"auth"`
+	// Key is the API key itself. Exactly one of Key, KeyFile and KeyEnv is
+	// set, unless Auth is "none" (then none of them).
+	Key string `toml:"key"`
+	// KeyFile names a file holding only the key (surrounding white space is
+	// ignored). Relative to the config file.
+	KeyFile string `toml:"key_file"`
+	// KeyEnv names an environment variable holding the key. It must be set
+	// and non-empty when the relay starts.
+	KeyEnv string `toml:"key_env"`
+	// Headers are extra request headers sent to this upstream, replacing
+	// any the client sent under the same name. Default: none.
+	Headers map[string]string `toml:"headers"`
+	// ResponseHeaderTimeout is the longest wait for the upstream's response
+	// headers after the request was sent (not for the body, which may
+	// stream for many minutes). Default: 10m. Zero means the default;
+	// negative is an error.
+	ResponseHeaderTimeout config.Duration `toml:"response_header_timeout"`
+}
+
+// Config is the relay's configuration file.
+type Config struct {
+	// Name identifies this relay in logs, here and on the edges.
+	// Default: "relay".
+	Name string `toml:"name"`
+	// Listen is the UDP address for QUIC tunnels from edges.
+	// Default: "0.0.0.0:7443".
+	Listen string `toml:"listen"`
+	// AdminListen is the TCP address of /healthz and /readyz (and /metrics).
+	// Default: "127.0.0.1:9091"; "off" disables the admin listener.
+	AdminListen string `toml:"admin_listen"`
+	// KeyFile is this relay's tunnel private key (PEM, Ed25519). Required
+	// unless Identity is set.
+	KeyFile string `toml:"key_file"`
+	// ForwardClientAddress sends the client's X-Forwarded-For, Forwarded
+	// and X-Real-Ip headers upstream. Default: false, so that addresses
+	// from inside the restricted network stay there.
+	ForwardClientAddress bool `toml:"forward_client_address"`
+	// ShutdownGrace is how long a drain waits for in-flight streams before
+	// closing them. Default: 30s. Zero means the default; negative is an
+	// error.
+	ShutdownGrace config.Duration `toml:"shutdown_grace"`
+	// Edges are the edges allowed to connect. At least one.
+	Edges []EdgeConfig `toml:"edge"`
+	// Upstreams are the APIs the relay calls. At least one.
+	Upstreams []UpstreamConfig `toml:"upstream"`
+	// Identity is an in-memory tunnel key (dev mode, tests); when set it
+	// is used instead of KeyFile.
+	Identity *tunnel.Identity `toml:"-"`
+}
+
+// SetDefaults fills every unset field with its default. Call it after
+// decoding and before Validate.
+func (c *Config) SetDefaults() {
+	if c.Name == "" {
+		c.Name = DefaultName
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = DefaultAdminListen
+	}
+	if c.ShutdownGrace.Duration == 0 {
+		c.ShutdownGrace.Duration = DefaultShutdownGrace
+	}
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		if u.Auth == "" {
+			u.Auth = AuthBearer
+		}
+		if u.ResponseHeaderTimeout.Duration == 0 {
+			u.ResponseHeaderTimeout.Duration = DefaultResponseHeaderTimeout
+		}
+	}
+}
+
+// Clone returns a deep copy of c. The Identity is shared: it is immutable.
+func (c *Config) Clone() *Config {
+	if c == nil {
+		return nil
+	}
+	n := *c
+	n.Edges = slices.Clone(c.Edges)
+	for i := range n.Edges {
+		n.Edges[i].Upstreams = slices.Clone(n.Edges[i].Upstreams)
+	}
+	n.Upstreams = slices.Clone(c.Upstreams)
+	for i := range n.Upstreams {
+		n.Upstreams[i].Headers = maps.Clone(n.Upstreams[i].Headers)
+	}
+	return &n
+}
+
+// Validate reports the first problem with c, naming the TOML key. It does
+// not fill defaults; call SetDefaults first. It checks that every key_env
+// variable is set, but it reads no key file (NewHandler does).
+func (c *Config) Validate() error {
+	if c.Name == "" {
+		return errors.New("name: must not be empty")
+	}
+	if c.Listen == "" {
+		return errors.New("listen: must not be empty")
+	}
+	if c.AdminListen == "" {
+		return errors.New(`admin_listen: must not be empty (use "off" to disable)`)
+	}
+	if c.Identity == nil && c.KeyFile == "" {
+		return errors.New("key_file: required (the relay's tunnel key; `airlock keygen` writes one)")
+	}
+	if c.ShutdownGrace.Duration < 0 {
+		return fmt.Errorf("shutdown_grace %q: must not be negative", c.ShutdownGrace.Duration)
+	}
+	return c.validatePeers()
+}
+
+// validatePeers checks the [[upstream]] and [[edge]] tables, all that a
+// Handler needs.
+func (c *Config) validatePeers() error {
+	if len(c.Upstreams) == 0 {
+		return errors.New("upstream: at least one [[upstream]] is required")
+	}
+	upstreams := make(map[string]bool, len(c.Upstreams))
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		if err := u.validate(); err != nil {
+			return err
+		}
+		if upstreams[u.Name] {
+			return fmt.Errorf("upstream %q: name: duplicate upstream name", u.Name)
+		}
+		upstreams[u.Name] = true
+	}
+	if len(c.Edges) == 0 {
+		return errors.New("edge: at least one [[edge]] is required")
+	}
+	names := make(map[string]bool, len(c.Edges))
+	keys := make(map[string]string, len(c.Edges))
+	for i := range c.Edges {
+		e := &c.Edges[i]
+		if e.Name == "" {
+			return fmt.Errorf("edge #%d: name: must not be empty", i+1)
+		}
+		if !printable(e.Name) {
+			return fmt.Errorf("edge %q: name: must be printable ASCII without spaces", e.Name)
+		}
+		if names[e.Name] {
+			return fmt.Errorf("edge %q: name: duplicate edge name", e.Name)
+		}
+		names[e.Name] = true
+		fp, err := tunnel.ParseFingerprint(e.Key)
+		if err != nil {
+			return fmt.Errorf("edge %q: key: %w", e.Name, err)
+		}
+		if other, dup := keys[fp]; dup {
+			return fmt.Errorf("edge %q: key: same key as edge %q", e.Name, other)
+		}
+		keys[fp] = e.Name
+		seen := make(map[string]bool, len(e.Upstreams))
+		for _, name := range e.Upstreams {
+			if !upstreams[name] {
+				return fmt.Errorf("edge %q: upstreams: no [[upstream]] named %q", e.Name, name)
+			}
+			if seen[name] {
+				return fmt.Errorf("edge %q: upstreams: %q listed twice", e.Name, name)
+			}
+			seen[name] = true
+		}
+	}
+	return nil
+}
+
+// validate checks one upstream table. Errors never contain the key.
+func (u *UpstreamConfig) validate() error {
+	if u.Name == "" {
+		return errors.New("upstream: name: must not be empty")
+	}
+	if !printable(u.Name) {
+		return fmt.Errorf("upstream %q: name: must be printable ASCII without spaces", u.Name)
+	}
+	if _, err := parseBaseURL(u.BaseURL); err != nil {
+		return fmt.Errorf("upstream %q: base_url %q: %w", u.Name, redactURL(u.BaseURL), err)
+	}
+	set := 0
+	for _, s := range []string{u.Key, u.KeyFile, u.KeyEnv} {
+		if s != "" {
+			set++
+		}
+	}
+	switch u.Auth {
+	case AuthBearer, AuthAPIKey:
+		if set != 1 {
+			return fmt.Errorf("upstream %q: key: set exactly one of key, key_file and key_env (auth = %q)", u.Name, u.Auth)
+		}
+	case AuthNone:
+		if set != 0 {
+			return fmt.Errorf("upstream %q: key: must not be set with auth = \"none\"", u.Name)
+		}
+	default:
+		return fmt.Errorf("upstream %q: auth %q: want \"bearer\", \"api-key\" or \"none\"", u.Name, u.Auth)
+	}
+	if u.KeyEnv != "" && strings.TrimSpace(os.Getenv(u.KeyEnv)) == "" {
+		return fmt.Errorf("upstream %q: key_env: environment variable %s is unset or empty", u.Name, u.KeyEnv)
+	}
+	for _, name := range slices.Sorted(maps.Keys(u.Headers)) {
+		if !httpguts.ValidHeaderFieldName(name) {
+			return fmt.Errorf("upstream %q: headers: %q is not a valid header name", u.Name, name)
+		}
+		if !httpguts.ValidHeaderFieldValue(u.Headers[name]) {
+			return fmt.Errorf("upstream %q: headers: the value of %q is not a valid header value", u.Name, name)
+		}
+		if reservedHeader(http.CanonicalHeaderKey(name)) {
+			return fmt.Errorf("upstream %q: headers: %q cannot be set here (hop-by-hop, or set by the relay)", u.Name, name)
+		}
+	}
+	if u.ResponseHeaderTimeout.Duration <= 0 {
+		return fmt.Errorf("upstream %q: response_header_timeout %q: must be positive", u.Name, u.ResponseHeaderTimeout.Duration)
+	}
+	return nil
+}
+
+// parseBaseURL parses and checks an upstream base URL.
+func parseBaseURL(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, errors.New("required")
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, errors.New("not a valid URL")
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, errors.New("scheme must be http or https")
+	case u.Opaque != "" || u.Host == "":
+		return nil, errors.New("want scheme://host[:port]/path")
+	case u.User != nil:
+		return nil, errors.New("must not contain userinfo (use key, key_file or key_env)")
+	case u.RawQuery != "" || u.ForceQuery:
+		return nil, errors.New("must not contain a query")
+	case u.Fragment != "" || strings.Contains(s, "#"):
+		return nil, errors.New("must not contain a fragment")
+	}
+	if _, err := joinPath(u, "/"); err != nil {
+		return nil, fmt.Errorf("path: %w", err)
+	}
+	return u, nil
+}
+
+// redactURL drops the userinfo of a URL for error messages (a password may
+// sit there by mistake).
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	return u.Redacted()
+}
+
+// printable reports whether s is non-empty printable ASCII without spaces.
+func printable(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+const redacted = "[redacted]"
+
+// redactedCopy returns u with any key replaced by a marker.
+func (u UpstreamConfig) redactedCopy() upstreamConfigNoMethods {
+	if u.Key != "" {
+		u.Key = redacted
+	}
+	return upstreamConfigNoMethods(u)
+}
+
+// upstreamConfigNoMethods has UpstreamConfig's fields without its methods,
+// for formatting.
+type upstreamConfigNoMethods UpstreamConfig
+
+// String formats the upstream with its key redacted.
+func (u UpstreamConfig) String() string { return fmt.Sprintf("%+v", u.redactedCopy()) }
+
+// GoString formats the upstream with its key redacted, for %#v.
+func (u UpstreamConfig) GoString() string { return fmt.Sprintf("%#v", u.redactedCopy()) }
+
+// MarshalJSON encodes the upstream with its key redacted, so that a JSON log
+// handler given a slice of upstreams shows no key either.
+func (u UpstreamConfig) MarshalJSON() ([]byte, error) { return json.Marshal(u.redactedCopy()) }
+
+// LogValue logs the upstream without its key.
+func (u UpstreamConfig) LogValue() slog.Value {
+	attrs := []slog.Attr{
+		slog.String("name", u.Name),
+		slog.String("base_url", redactURL(u.BaseURL)),
+		slog.String("auth", u.Auth),
+	}
+	switch {
+	case u.Key != "":
+		attrs = append(attrs, slog.String("key", redacted))
+	case u.KeyFile != "":
+		attrs = append(attrs, slog.String("key_file", u.KeyFile))
+	case u.KeyEnv != "":
+		attrs = append(attrs, slog.String("key_env", u.KeyEnv))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// Interface guards.
+var (
+	_ fmt.Stringer   = UpstreamConfig{}
+	_ fmt.GoStringer = UpstreamConfig{}
+	_ slog.LogValuer = UpstreamConfig{}
+	_ json.Marshaler = UpstreamConfig{}
+)

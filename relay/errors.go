@@ -1,0 +1,178 @@
+package relay
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/airlock-proxy/airlock/proto"
+)
+
+// apiError is an answer the relay gives itself, before any response head, as
+// an OpenAI-shaped error: a normal response (HEAD, JSON body, END), so that
+// SDKs show the message.
+type apiError struct {
+	status  int
+	typ     string // OpenAI error type
+	code    string // OpenAI error code
+	message string // says what went wrong and names airlock
+	result  string // for the exchange's log line
+}
+
+// errorBody is the OpenAI error JSON:
+// {"error":{"message":"...","type":"...","param":null,"code":"..."}}.
+type errorBody struct {
+	Error errorObject `json:"error"`
+}
+
+type errorObject struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    string  `json:"code"`
+}
+
+// writeAPIError writes e as a whole response: HEAD, one DATA, END.
+func writeAPIError(w *proto.Writer, e *apiError) error {
+	body, err := json.Marshal(errorBody{Error: errorObject{Message: e.message, Type: e.typ, Code: e.code}})
+	if err != nil {
+		return fmt.Errorf("encoding error body: %w", err)
+	}
+	body = append(body, '\n')
+	head := &proto.ResponseHead{
+		Status: e.status,
+		Header: http.Header{
+			"Content-Type":           {"application/json"},
+			"Cache-Control":          {"no-store"},
+			"X-Content-Type-Options": {"nosniff"},
+		},
+		ContentLength: int64(len(body)),
+	}
+	if err := w.WriteResponseHead(head); err != nil {
+		return err
+	}
+	if _, err := w.Write(body); err != nil {
+		return err
+	}
+	return w.End(nil)
+}
+
+func errBadPath(err error) *apiError {
+	return &apiError{
+		status:  http.StatusBadRequest,
+		typ:     "invalid_request_error",
+		code:    "invalid_path",
+		message: "airlock relay: invalid request path: " + err.Error(),
+		result:  "bad_path",
+	}
+}
+
+func errBadUpgrade() *apiError {
+	return &apiError{
+		status:  http.StatusBadRequest,
+		typ:     "invalid_request_error",
+		code:    "invalid_upgrade",
+		message: "airlock relay: the Upgrade header is not printable ASCII",
+		result:  "bad_upgrade",
+	}
+}
+
+func errMethodNotAllowed(method string) *apiError {
+	return &apiError{
+		status:  http.StatusMethodNotAllowed,
+		typ:     "invalid_request_error",
+		code:    "method_not_allowed",
+		message: "airlock relay: method " + method + " is not forwarded",
+		result:  "bad_method",
+	}
+}
+
+func errUnknownUpstream(name string) *apiError {
+	return &apiError{
+		status:  http.StatusNotFound,
+		typ:     "invalid_request_error",
+		code:    "not_found",
+		message: "airlock relay: no upstream named " + strconv.Quote(name),
+		result:  "unknown_upstream",
+	}
+}
+
+func errForbiddenUpstream(name, edge string) *apiError {
+	return &apiError{
+		status:  http.StatusForbidden,
+		typ:     "permission_error",
+		code:    "upstream_not_allowed",
+		message: fmt.Sprintf("airlock relay: edge %q may not use upstream %q", edge, name),
+		result:  "forbidden_upstream",
+	}
+}
+
+func errUnknownEdge() *apiError {
+	return &apiError{
+		status:  http.StatusForbidden,
+		typ:     "permission_error",
+		code:    "edge_not_allowed",
+		message: "airlock relay: this edge is not in the relay's configuration",
+		result:  "unknown_edge",
+	}
+}
+
+// errUpstreamFailed maps a failed round trip, before any response head, to
+// 504 (a timeout) or 502 (anything else). The message names the upstream and
+// never contains its URL (which may hold a query) or its key.
+func errUpstreamFailed(name string, err error) *apiError {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return &apiError{
+			status:  http.StatusGatewayTimeout,
+			typ:     "server_error",
+			code:    "upstream_timeout",
+			message: fmt.Sprintf("airlock relay: upstream %q did not answer in time", name),
+			result:  "upstream_timeout",
+		}
+	}
+	what := "failed before answering"
+	var op *net.OpError
+	var tlsErr tls.RecordHeaderError
+	var certErr *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &op) && op.Op == "dial":
+		what = "is unreachable"
+	case errors.As(err, &certErr):
+		what = "presented a certificate that does not verify"
+	case errors.As(err, &tlsErr):
+		what = "does not speak TLS"
+	}
+	return &apiError{
+		status:  http.StatusBadGateway,
+		typ:     "server_error",
+		code:    "upstream_error",
+		message: fmt.Sprintf("airlock relay: upstream %q %s", name, what),
+		result:  "upstream_error",
+	}
+}
+
+func errUpstreamBadSwitch(name string) *apiError {
+	return &apiError{
+		status:  http.StatusBadGateway,
+		typ:     "server_error",
+		code:    "upstream_error",
+		message: fmt.Sprintf("airlock relay: upstream %q switched to a protocol the client did not ask for", name),
+		result:  "upstream_error",
+	}
+}
+
+// errDetail returns err for logs without the request URL that a *url.Error
+// carries (its query could hold anything the client put there).
+func errDetail(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Op + ": " + ue.Err.Error()
+	}
+	return err.Error()
+}

@@ -1,0 +1,532 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/airlock-proxy/airlock/proto"
+	"github.com/airlock-proxy/airlock/tunnel"
+)
+
+// headTimeout bounds the wait for a stream's request HEAD; an edge that opens
+// a stream and sends nothing has the stream aborted.
+const headTimeout = 10 * time.Second
+
+// maxLoggedPath caps the path in log lines.
+const maxLoggedPath = 256
+
+// Causes of the upstream context's cancellation, which decide how the stream
+// ends.
+var (
+	// errEdgeAborted: the edge reset the stream (its client went away) or
+	// the tunnel session ended.
+	errEdgeAborted = errors.New("edge aborted the stream")
+	// errEdgeProtocol: the edge sent frames it must not send.
+	errEdgeProtocol = errors.New("edge broke the exchange protocol")
+	// errEdgeGone: writing to the edge failed.
+	errEdgeGone = errors.New("edge stopped reading")
+)
+
+// Handler turns tunnel streams into upstream HTTP exchanges. It implements
+// tunnel.Handler, and its Authorize method is what a tunnel.Server asks
+// about each edge's key. It is safe for concurrent use.
+type Handler struct {
+	logger      *slog.Logger
+	fwdAddr     bool
+	upstreams   map[string]*upstream
+	edges       map[string]*edgeEntry // by key fingerprint
+	headTimeout time.Duration
+}
+
+// edgeEntry is an authorized edge.
+type edgeEntry struct {
+	name      string
+	upstreams []string // allowed, the first being the default; never empty
+}
+
+// NewHandler resolves every upstream's key (from the config, a file or the
+// environment; once, here) and builds one pooled HTTP/2-capable transport
+// per upstream. cfg is copied; defaults are filled in and the edges and
+// upstreams are validated. A nil logger discards.
+func NewHandler(cfg *Config, logger *slog.Logger) (*Handler, error) {
+	if cfg == nil {
+		return nil, errors.New("relay: no configuration")
+	}
+	c := cfg.Clone()
+	c.SetDefaults()
+	if err := c.validatePeers(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{
+		logger:      logger,
+		fwdAddr:     c.ForwardClientAddress,
+		upstreams:   make(map[string]*upstream, len(c.Upstreams)),
+		edges:       make(map[string]*edgeEntry, len(c.Edges)),
+		headTimeout: headTimeout,
+	}
+	all := make([]string, 0, len(c.Upstreams))
+	for i := range c.Upstreams {
+		up, err := newUpstream(&c.Upstreams[i])
+		if err != nil {
+			h.closeIdle()
+			return nil, err
+		}
+		h.upstreams[up.name] = up
+		all = append(all, up.name)
+	}
+	for _, e := range c.Edges {
+		fp, _ := tunnel.ParseFingerprint(e.Key) // validated
+		allowed := slices.Clone(e.Upstreams)
+		if len(allowed) == 0 {
+			allowed = all
+		}
+		h.edges[fp] = &edgeEntry{name: e.Name, upstreams: allowed}
+	}
+	return h, nil
+}
+
+// Authorize maps an edge's key fingerprint to its configured name and the
+// upstreams it may use, the first being its default. An unknown key is an
+// error wrapping tunnel.ErrUnknownPeer.
+func (h *Handler) Authorize(edgeKey string) (name string, upstreams []string, err error) {
+	e, ok := h.edges[edgeKey]
+	if !ok {
+		return "", nil, fmt.Errorf("authorizing edge key %s: %w", edgeKey, tunnel.ErrUnknownPeer)
+	}
+	return e.name, slices.Clone(e.upstreams), nil
+}
+
+// closeIdle closes the idle upstream connections of every transport.
+func (h *Handler) closeIdle() {
+	for _, up := range h.upstreams {
+		up.transport.CloseIdleConnections()
+	}
+}
+
+// ServeStream serves one exchange: it reads the request HEAD (aborting the
+// stream if none comes within 10s), calls the upstream with the request body
+// streamed from the edge, and streams the response back, one DATA frame per
+// upstream read. Errors before the response head are answered with an
+// OpenAI-shaped error response; after it, with a RESET. If the edge resets
+// the stream, or ctx ends, the upstream request is cancelled at once.
+// The edge is identified by peer.Key and looked up in the relay's own
+// configuration (peer.Upstreams is not trusted). ServeStream blocks until
+// the exchange is over, and always closes or aborts s before it returns.
+func (h *Handler) ServeStream(ctx context.Context, peer *tunnel.Peer, s tunnel.Stream) {
+	ex := &exchange{
+		h:     h,
+		s:     s,
+		r:     proto.NewReader(s, proto.Limits{}),
+		w:     proto.NewWriter(s, proto.Limits{}),
+		start: time.Now(),
+	}
+	if peer != nil {
+		ex.peer = *peer
+	}
+	// A session that dies or a server that closes unblocks every Read and
+	// Write of the stream; the upstream context ends with ctx too.
+	stop := context.AfterFunc(ctx, func() { s.Abort(proto.CodeCancel) })
+	ex.serve(ctx)
+	stop()
+	ex.log(ctx)
+}
+
+// exchange is the state of one ServeStream.
+type exchange struct {
+	h    *Handler
+	s    tunnel.Stream
+	r    *proto.Reader
+	w    *proto.Writer
+	peer tunnel.Peer
+
+	cancel context.CancelCauseFunc // of the upstream request; nil before it
+
+	// The edge watcher, started once the request body has ended.
+	watchOnce sync.Once
+	watchMu   sync.Mutex
+	watchDone bool // no watcher may start any more
+	watchers  sync.WaitGroup
+
+	// For the log line.
+	start     time.Time
+	ttfb      time.Duration
+	head      *proto.RequestHead
+	upstream  string
+	status    int    // sent to the edge; 499 when the edge went away first
+	result    string // "ok" or what went wrong
+	errDetail string
+	bytesIn   atomic.Int64
+	bytesOut  atomic.Int64
+}
+
+func (ex *exchange) serve(ctx context.Context) {
+	head, ok := ex.readHead()
+	if !ok {
+		return
+	}
+	ex.head = head
+	edge, ok := ex.h.edges[ex.peer.Key]
+	if !ok {
+		ex.fail(errUnknownEdge())
+		return
+	}
+	name := head.Upstream
+	if name == "" {
+		name = edge.upstreams[0]
+	}
+	ex.upstream = name
+	up, ok := ex.h.upstreams[name]
+	if !ok {
+		ex.fail(errUnknownUpstream(name))
+		return
+	}
+	if !slices.Contains(edge.upstreams, name) {
+		ex.fail(errForbiddenUpstream(name, edge.name))
+		return
+	}
+	switch head.Method {
+	case http.MethodConnect, http.MethodTrace, "TRACK":
+		// CONNECT would tunnel anywhere; TRACE echoes the request,
+		// upstream key included.
+		ex.fail(errMethodNotAllowed(head.Method))
+		return
+	}
+	target, err := joinPath(up.base, head.Path)
+	if err != nil {
+		ex.fail(errBadPath(err))
+		return
+	}
+	upgrade, ok := upgradeType(head.Header)
+	if !ok {
+		ex.fail(errBadUpgrade())
+		return
+	}
+
+	upCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	ex.cancel = cancel
+
+	var body io.Reader
+	switch {
+	case upgrade != "":
+		// The edge sends no END after the head of an upgrade request:
+		// its bytes follow the 101 as DATA.
+		body = http.NoBody
+	case head.ContentLength == 0:
+		body = http.NoBody
+		ex.startWatcher(true)
+	default:
+		body = &requestBody{ex: ex}
+	}
+	req, err := http.NewRequestWithContext(upCtx, head.Method, target.String(), body)
+	if err != nil {
+		ex.fail(errBadPath(errors.New("cannot build the upstream request")))
+		return
+	}
+	if body != http.NoBody {
+		req.ContentLength = head.ContentLength
+	}
+	req.Header = requestHeader(head.Header, up, ex.h.fwdAddr, upgrade)
+	req.Close = false
+
+	// The transport itself, not an http.Client: a proxy passes redirects
+	// on to its client instead of following them.
+	resp, err := up.transport.RoundTrip(req)
+	ex.ttfb = time.Since(ex.start)
+	if err != nil {
+		if ex.canceled(upCtx) {
+			return
+		}
+		ex.errDetail = errDetail(err)
+		ex.fail(errUpstreamFailed(up.name, err))
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		ex.switchProtocols(upCtx, resp, upgrade)
+		return
+	}
+	ex.respond(upCtx, resp)
+}
+
+// readHead reads the request HEAD within the handler's head timeout. When it
+// returns false the stream has been ended.
+func (ex *exchange) readHead() (*proto.RequestHead, bool) {
+	timer := time.AfterFunc(ex.h.headTimeout, func() { ex.s.Abort(proto.CodeProtocol) })
+	head, err := ex.r.ReadRequestHead()
+	if !timer.Stop() {
+		ex.result = "head_timeout"
+		ex.s.Abort(proto.CodeProtocol)
+		return nil, false
+	}
+	if err == nil {
+		return head, true
+	}
+	ex.errDetail = err.Error()
+	var rst *proto.ResetError
+	switch {
+	case errors.As(err, &rst):
+		ex.result = "edge_reset"
+		ex.s.Abort(proto.CodeCancel)
+	case errors.Is(err, proto.ErrProtocol):
+		ex.result = "protocol_error"
+		ex.w.Reset(proto.CodeProtocol, "airlock relay: bad request head")
+		ex.closeStream()
+	default:
+		ex.result = "edge_error"
+		ex.s.Abort(proto.CodeCancel)
+	}
+	return nil, false
+}
+
+// respond streams a non-101 response to the edge.
+func (ex *exchange) respond(upCtx context.Context, resp *http.Response) {
+	ex.status = resp.StatusCode
+	head := &proto.ResponseHead{
+		Status:        resp.StatusCode,
+		Header:        responseHeader(resp, ""),
+		ContentLength: resp.ContentLength,
+	}
+	if err := ex.w.WriteResponseHead(head); err != nil {
+		ex.edgeGone(err)
+		return
+	}
+	// One DATA frame per upstream read: an SSE event is on its way to the
+	// edge before the next read blocks.
+	n, err := ex.w.ReadFrom(resp.Body)
+	ex.bytesOut.Add(n)
+	if err != nil {
+		var se *proto.SourceError
+		if !errors.As(err, &se) {
+			ex.edgeGone(err)
+			return
+		}
+		if ex.canceled(upCtx) {
+			return
+		}
+		// The edge must see an error, never a clean end of a cut body.
+		ex.result = "upstream_error"
+		ex.errDetail = errDetail(se.Err)
+		ex.w.Reset(proto.CodeUpstreamError, fmt.Sprintf("airlock relay: upstream %q failed mid-response", ex.upstream))
+		ex.closeStream()
+		return
+	}
+	// Closing the body fills in the trailers (checklist item 10).
+	resp.Body.Close()
+	if err := ex.w.End(trailerOf(resp)); err != nil {
+		if ex.w.Ended() {
+			ex.edgeGone(err)
+			return
+		}
+		ex.result = "upstream_error"
+		ex.errDetail = err.Error()
+		ex.w.Reset(proto.CodeUpstreamError, "airlock relay: the upstream's trailers are too large")
+		ex.closeStream()
+		return
+	}
+	ex.result = "ok"
+	ex.closeStream()
+}
+
+// fail answers with an OpenAI-shaped error response and ends the stream.
+func (ex *exchange) fail(e *apiError) {
+	ex.status = e.status
+	ex.result = e.result
+	if err := writeAPIError(ex.w, e); err != nil {
+		ex.edgeGone(err)
+		return
+	}
+	ex.closeStream()
+}
+
+// canceled reports whether the upstream context ended because of the edge or
+// the session, and if so aborts the stream with a fitting code.
+func (ex *exchange) canceled(upCtx context.Context) bool {
+	if upCtx.Err() == nil {
+		return false
+	}
+	cause := context.Cause(upCtx)
+	if ex.status == 0 {
+		ex.status = 499 // client closed request (nginx, Caddy)
+	}
+	code := proto.CodeCancel
+	switch {
+	case errors.Is(cause, errEdgeProtocol):
+		ex.result = "protocol_error"
+		code = proto.CodeProtocol
+	case errors.Is(cause, errEdgeGone):
+		ex.result = "edge_gone"
+	case errors.Is(cause, errEdgeAborted):
+		ex.result = "edge_canceled"
+	default:
+		ex.result = "session_closed"
+	}
+	ex.stopWatchers()
+	ex.s.Abort(code)
+	ex.watchers.Wait()
+	return true
+}
+
+// edgeGone handles a failed write to the edge: the upstream call is
+// cancelled and the stream aborted.
+func (ex *exchange) edgeGone(err error) {
+	if ex.cancel != nil {
+		ex.cancel(errEdgeGone)
+	}
+	ex.result = "edge_gone"
+	ex.errDetail = err.Error()
+	ex.stopWatchers()
+	ex.s.Abort(proto.CodeCancel)
+	ex.watchers.Wait()
+}
+
+// closeStream ends a completed exchange: it closes the stream, which
+// unblocks the watcher, and waits for the watcher.
+func (ex *exchange) closeStream() {
+	ex.stopWatchers()
+	ex.s.Close()
+	ex.watchers.Wait()
+}
+
+// startWatcher starts the edge watcher, once. drain says the request body
+// has not been read yet (it is empty) and the watcher reads its END first.
+func (ex *exchange) startWatcher(drain bool) {
+	ex.watchOnce.Do(func() {
+		ex.watchMu.Lock()
+		defer ex.watchMu.Unlock()
+		if ex.watchDone {
+			return
+		}
+		w := &edgeWatcher{s: ex.s, cancel: ex.cancel}
+		if drain {
+			w.r = ex.r
+		}
+		ex.watchers.Add(1)
+		go func() {
+			defer ex.watchers.Done()
+			w.run()
+		}()
+	})
+}
+
+// stopWatchers makes sure no watcher starts from now on; a running one ends
+// when the stream is closed or aborted.
+func (ex *exchange) stopWatchers() {
+	ex.watchMu.Lock()
+	ex.watchDone = true
+	ex.watchMu.Unlock()
+}
+
+// log writes the exchange's one log line. It never logs bodies, keys or
+// query strings.
+func (ex *exchange) log(ctx context.Context) {
+	attrs := make([]slog.Attr, 0, 16)
+	if ex.head != nil {
+		path, _, _ := strings.Cut(ex.head.Path, "?")
+		if len(path) > maxLoggedPath {
+			path = path[:maxLoggedPath] + "..."
+		}
+		attrs = append(attrs,
+			slog.String("request_id", ex.head.RequestID),
+			slog.String("edge", ex.peer.Name),
+			slog.String("client", ex.head.Client),
+			slog.String("upstream", ex.upstream),
+			slog.String("method", ex.head.Method),
+			slog.String("path", path),
+		)
+	} else {
+		attrs = append(attrs, slog.String("edge", ex.peer.Name))
+	}
+	attrs = append(attrs,
+		slog.Int("status", ex.status),
+		slog.String("result", ex.result),
+		slog.Int64("bytes_in", ex.bytesIn.Load()),
+		slog.Int64("bytes_out", ex.bytesOut.Load()),
+		slog.Duration("duration", time.Since(ex.start)),
+		slog.Duration("ttfb", ex.ttfb),
+		slog.String("session", ex.peer.SessionID),
+		slog.Int64("stream", ex.s.ID()),
+	)
+	if ex.errDetail != "" {
+		attrs = append(attrs, slog.String("err", ex.errDetail))
+	}
+	ex.h.logger.LogAttrs(ctx, slog.LevelInfo, "exchange", attrs...)
+}
+
+// requestBody is the upstream request's body: the edge's DATA frames, read
+// by the transport as it sends them. END is io.EOF, after which the edge
+// watcher takes over the stream; any other error (a RESET from the edge, a
+// broken frame) cancels the upstream request at once.
+type requestBody struct{ ex *exchange }
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	n, err := b.ex.r.Read(p)
+	b.ex.bytesIn.Add(int64(n))
+	switch {
+	case err == nil:
+	case err == io.EOF:
+		b.ex.startWatcher(false)
+	case errors.Is(err, proto.ErrProtocol):
+		b.ex.cancel(errEdgeProtocol)
+	default:
+		b.ex.cancel(errEdgeAborted)
+	}
+	return n, err
+}
+
+// Close does nothing: the stream belongs to ServeStream, not to the
+// transport.
+func (b *requestBody) Close() error { return nil }
+
+// edgeWatcher keeps reading the stream after the request's END. A healthy
+// edge sends nothing more, so a read that returns anything but a clean
+// io.EOF (the edge closed its side after a complete request) means the edge
+// aborted the stream, and the upstream request is cancelled at once: a
+// generation that nobody reads must stop costing money.
+type edgeWatcher struct {
+	r      *proto.Reader // when set, the empty request body's END comes first
+	s      tunnel.Stream
+	cancel context.CancelCauseFunc
+}
+
+func (w *edgeWatcher) run() {
+	var buf [64]byte
+	if w.r != nil {
+		n, err := w.r.Read(buf[:])
+		switch {
+		case n > 0:
+			w.cancel(errEdgeProtocol) // a body after ContentLength 0
+			return
+		case errors.Is(err, proto.ErrProtocol):
+			w.cancel(errEdgeProtocol)
+			return
+		case err != io.EOF:
+			w.cancel(errEdgeAborted)
+			return
+		}
+	}
+	n, err := w.s.Read(buf[:])
+	switch {
+	case n > 0:
+		w.cancel(errEdgeProtocol) // frames after END
+	case err == io.EOF:
+		// The edge half-closed after END: nothing to watch any more.
+	default:
+		w.cancel(errEdgeAborted)
+	}
+}
+
+// Interface guards.
+var _ tunnel.Handler = (*Handler)(nil)

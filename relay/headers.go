@@ -1,0 +1,180 @@
+package relay
+
+import (
+	"net/http"
+	"net/textproto"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// hopByHop are the headers that belong to one HTTP connection and are dropped
+// at every hop (RFC 9110, section 7.6.1), plus Alt-Svc, which advertises the
+// upstream's endpoints and means nothing to the edge's clients. Upgrade is
+// added back for upgrade requests and 101 responses.
+var hopByHop = []string{
+	"Connection",
+	"Proxy-Connection", // non-standard, sent by some clients
+	"Keep-Alive",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Te",      // canonical form of "TE"
+	"Trailer", // not Trailers (RFC 9110, section 6.6.2)
+	"Transfer-Encoding",
+	"Upgrade",
+	"Alt-Svc",
+}
+
+// removeHopByHop deletes, in place, every header named in any Connection
+// value and then the fixed hop-by-hop list. The relay uses it on request
+// headers, response headers and trailers alike.
+func removeHopByHop(h http.Header) {
+	for _, v := range h["Connection"] {
+		for sf := range strings.SplitSeq(v, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				h.Del(sf)
+			}
+		}
+	}
+	for _, name := range hopByHop {
+		h.Del(name)
+	}
+}
+
+// upgradeType returns the protocol a request or response asks to switch to:
+// the Upgrade value when Connection has the token "upgrade", else "". ok is
+// false when the value is not printable ASCII (a request to reject).
+func upgradeType(h http.Header) (typ string, ok bool) {
+	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
+		return "", true
+	}
+	typ = h.Get("Upgrade")
+	return typ, printable(typ)
+}
+
+// credentialHeaders are the client's credentials. The edge removes them
+// before the head; the relay removes them again (defence in depth) before it
+// sets the upstream's own.
+//
+// Cookie goes too: OpenAI-compatible APIs do not use cookies, and a client's
+// cookies (for other services inside the restricted network) have no
+// business reaching an upstream outside it.
+var credentialHeaders = []string{"Authorization", "Api-Key", "Cookie"}
+
+// clientAddressHeaders carry addresses from inside the restricted network;
+// they go upstream only with forward_client_address = true.
+var clientAddressHeaders = []string{"X-Forwarded-For", "Forwarded", "X-Real-Ip"}
+
+// requestHeader builds the upstream request's headers from the edge's head:
+// hop-by-hop headers, client credentials, client addresses (unless fwdAddr),
+// Airlock-* headers, Host, Content-Length and Expect removed; Te: trailers, the upgrade headers and the
+// client's User-Agent kept; Accept-Encoding kept or set to identity; the
+// upstream's extra headers and credentials set. upgrade is the checked
+// upgrade type of the request, "" for none.
+func requestHeader(in http.Header, up *upstream, fwdAddr bool, upgrade string) http.Header {
+	// Te: trailers is read from the inbound head before stripping
+	// (golang.org/issue/21096).
+	teTrailers := httpguts.HeaderValuesContainsToken(in["Te"], "trailers")
+	h := in.Clone()
+	if h == nil {
+		h = make(http.Header)
+	}
+	removeHopByHop(h)
+	for _, name := range credentialHeaders {
+		h.Del(name)
+	}
+	if !fwdAddr {
+		for _, name := range clientAddressHeaders {
+			h.Del(name)
+		}
+	}
+	for name := range h {
+		// Names are canonical (proto decodes them so), so "Airlock-" is
+		// the only spelling; EqualFold keeps this true for hand-built heads.
+		if len(name) >= len("Airlock-") && strings.EqualFold(name[:len("Airlock-")], "Airlock-") {
+			delete(h, name)
+		}
+	}
+	// The Host comes from the base URL, the length from the head.
+	h.Del("Host")
+	h.Del("Content-Length")
+	// The edge's HTTP server has already answered the client's
+	// "Expect: 100-continue" by reading the body; passed on, it would only
+	// make the transport hold the body back for ExpectContinueTimeout.
+	h.Del("Expect")
+	if len(h["Accept-Encoding"]) == 0 {
+		// Without this, Go's transport would ask for gzip and decompress
+		// behind our back; the client gets the upstream's bytes as sent.
+		h.Set("Accept-Encoding", "identity")
+	}
+	if _, ok := h["User-Agent"]; !ok {
+		// A present but empty User-Agent keeps Go's default out.
+		h["User-Agent"] = []string{""}
+	}
+	if teTrailers {
+		h.Set("Te", "trailers")
+	}
+	if upgrade != "" {
+		h.Set("Connection", "Upgrade")
+		h.Set("Upgrade", upgrade)
+	}
+	for name, v := range up.headers {
+		h[name] = append([]string(nil), v...)
+	}
+	switch up.auth {
+	case AuthBearer:
+		h.Set("Authorization", "Bearer "+up.key.reveal())
+	case AuthAPIKey:
+		h.Set("Api-Key", up.key.reveal())
+	}
+	return h
+}
+
+// responseHeader returns the headers of the response head: the upstream's
+// minus hop-by-hop headers and Content-Length (the head carries the length);
+// for a 101, the upgrade headers are added back.
+func responseHeader(resp *http.Response, upgrade string) http.Header {
+	h := resp.Header.Clone()
+	if h == nil {
+		h = make(http.Header)
+	}
+	removeHopByHop(h)
+	h.Del("Content-Length")
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		h.Set("Connection", "Upgrade")
+		h.Set("Upgrade", upgrade)
+	}
+	return h
+}
+
+// trailerOf returns the upstream's trailers for END, minus hop-by-hop
+// headers, or nil.
+func trailerOf(resp *http.Response) http.Header {
+	if len(resp.Trailer) == 0 {
+		return nil
+	}
+	t := resp.Trailer.Clone()
+	removeHopByHop(t)
+	for name, v := range t {
+		if len(v) == 0 {
+			// Announced but never sent.
+			delete(t, name)
+		}
+	}
+	return t
+}
+
+// reservedHeader reports whether an extra configured header name (canonical)
+// is one the relay controls or drops, so configuring it is a mistake.
+func reservedHeader(name string) bool {
+	switch name {
+	case "Host", "Content-Length", "Authorization", "Api-Key":
+		return true
+	}
+	for _, h := range hopByHop {
+		if name == h {
+			return true
+		}
+	}
+	return strings.HasPrefix(name, "Airlock-")
+}

@@ -1,0 +1,178 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/airlock-proxy/airlock/internal/admin"
+	"github.com/airlock-proxy/airlock/tunnel"
+)
+
+// Server is a running relay: a QUIC tunnel listener whose streams a Handler
+// serves, and an admin listener (/healthz, /readyz). All methods are safe
+// for concurrent use.
+type Server struct {
+	cfg     *Config
+	logger  *slog.Logger
+	id      *tunnel.Identity
+	handler *Handler
+	tun     *tunnel.Server
+	admin   *admin.Server // nil when admin_listen = "off"
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	serving chan struct{} // closed when the tunnel's Serve returned
+
+	closeOnce sync.Once
+}
+
+// NewServer builds a relay from cfg: it loads the tunnel key (cfg.Identity,
+// else cfg.KeyFile), resolves every upstream key and prepares the listeners
+// without binding them. cfg is copied; defaults are filled in and it is
+// validated. A nil logger discards.
+func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
+	if cfg == nil {
+		return nil, errors.New("relay: no configuration")
+	}
+	c := cfg.Clone()
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	id := c.Identity
+	if id == nil {
+		var err error
+		if id, err = tunnel.LoadIdentity(c.KeyFile); err != nil {
+			return nil, fmt.Errorf("key_file: %w", err)
+		}
+	}
+	h, err := NewHandler(c, logger)
+	if err != nil {
+		return nil, err
+	}
+	tun, err := tunnel.NewServer(tunnel.ServerOptions{
+		Identity:  id,
+		Listen:    c.Listen,
+		RelayName: c.Name,
+		Authorize: h.Authorize,
+		Logger:    logger,
+		Software:  "airlock",
+	}, h)
+	if err != nil {
+		h.closeIdle()
+		return nil, err
+	}
+	s := &Server{cfg: c, logger: logger, id: id, handler: h, tun: tun, serving: make(chan struct{})}
+	if c.AdminListen != AdminOff {
+		s.admin = admin.New(c.AdminListen, s.ready, logger)
+	}
+	return s, nil
+}
+
+// Start binds the tunnel listener (Addr is valid afterwards) and the admin
+// listener, and serves tunnels in a goroutine that Shutdown and Close stop.
+// It does not block. ctx bounds the start only, as for the edge: the relay
+// runs until Shutdown or Close (a drain needs the sessions after the
+// caller's context is gone).
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return tunnel.ErrClosed
+	}
+	if s.started {
+		return errors.New("relay: already started")
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("relay: start: %w", err)
+	}
+	if err := s.tun.Listen(); err != nil {
+		return err
+	}
+	if s.admin != nil {
+		if err := s.admin.Start(); err != nil {
+			s.tun.Close()
+			return err
+		}
+	}
+	s.started = true
+	go func() {
+		defer close(s.serving)
+		if err := s.tun.Serve(context.WithoutCancel(ctx)); err != nil && !errors.Is(err, tunnel.ErrClosed) {
+			s.logger.Error("relay: tunnel listener stopped", "err", err)
+		}
+	}()
+	s.logger.Info("relay started", "name", s.cfg.Name, "addr", s.tun.Addr().String(),
+		"key", s.id.Fingerprint(), "upstreams", len(s.cfg.Upstreams), "edges", len(s.cfg.Edges))
+	return nil
+}
+
+// ready is the admin /readyz check: the relay is ready while it listens.
+func (s *Server) ready() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return errors.New("relay is shutting down")
+	case !s.started:
+		return errors.New("relay is not listening yet")
+	}
+	return nil
+}
+
+// Addr returns the tunnel's UDP address, or nil before Start.
+func (s *Server) Addr() net.Addr { return s.tun.Addr() }
+
+// AdminAddr returns the admin listener's address, or nil before Start or
+// when it is off.
+func (s *Server) AdminAddr() net.Addr {
+	if s.admin == nil {
+		return nil
+	}
+	return s.admin.Addr()
+}
+
+// Fingerprint returns the relay's public key fingerprint, which edges pin.
+func (s *Server) Fingerprint() string { return s.id.Fingerprint() }
+
+// Shutdown drains the relay: edges get GOAWAY and open no new streams,
+// in-flight exchanges finish until ctx ends, then everything is closed as
+// by Close. It returns ctx's error if the grace time ran out.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true // not ready any more
+	s.mu.Unlock()
+	err := s.tun.Shutdown(ctx)
+	return errors.Join(err, s.Close())
+}
+
+// Close stops both listeners and every session at once (exchanges in
+// flight are aborted and their upstream calls cancelled) and waits for the
+// server's goroutines. It is idempotent.
+func (s *Server) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		started := s.started
+		s.mu.Unlock()
+		errs := []error{s.tun.Close()}
+		if started {
+			<-s.serving
+		}
+		if s.admin != nil {
+			errs = append(errs, s.admin.Close())
+		}
+		s.handler.closeIdle()
+		err = errors.Join(errs...)
+	})
+	return err
+}

@@ -1,0 +1,116 @@
+package relay
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/airlock-proxy/airlock/proto"
+	"github.com/airlock-proxy/airlock/tunnel"
+)
+
+// TestServerOverQUIC runs a whole Server on loopback and one exchange
+// through a real tunnel client, as an edge would.
+func TestServerOverQUIC(t *testing.T) {
+	up := startUpstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+testKey {
+			http.Error(w, "bad key", http.StatusUnauthorized)
+			return
+		}
+		io.WriteString(w, "hi from "+r.URL.Path)
+	})
+	relayID, edgeID := mustIdentity(t), mustIdentity(t)
+	logs := &syncBuffer{}
+	s, err := NewServer(&Config{
+		Listen:      "127.0.0.1:0",
+		AdminListen: "127.0.0.1:0",
+		Identity:    relayID,
+		Edges:       []EdgeConfig{{Name: "office", Key: edgeID.Fingerprint()}},
+		Upstreams:   []UpstreamConfig{upstreamConfig("openai", up.URL)},
+	}, slog.New(slog.NewJSONHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	startCtx, startCancel := context.WithCancel(context.Background())
+	if err := s.Start(startCtx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	startCancel() // bounds the start only: the relay keeps serving
+	ctx, cancel := context.WithTimeout(context.Background(), defaultWait)
+	defer cancel()
+	if s.Fingerprint() != relayID.Fingerprint() {
+		t.Errorf("Fingerprint = %s, want the identity's", s.Fingerprint())
+	}
+
+	resp, err := http.Get("http://" + s.AdminAddr().String() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/readyz = %d, want 200", resp.StatusCode)
+	}
+
+	client, err := tunnel.NewClient(tunnel.ClientOptions{
+		Identity: edgeID, RelayAddr: s.Addr().String(), RelayKey: s.Fingerprint(), EdgeName: "office",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan struct{})
+	go func() { defer close(runDone); client.Run(ctx) }()
+	defer func() { client.Close(); <-runDone }()
+	if err := client.WaitReady(ctx); err != nil {
+		t.Fatalf("tunnel not up: %v", err)
+	}
+	st, peer, err := client.OpenStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(peer.Upstreams, []string{"openai"}) {
+		t.Errorf("peer upstreams = %v, want [openai]", peer.Upstreams)
+	}
+	w, r := proto.NewWriter(st, proto.Limits{}), proto.NewReader(st, proto.Limits{})
+	if err := w.WriteRequestHead(getHead("/models")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.End(nil); err != nil {
+		t.Fatal(err)
+	}
+	head, err := r.ReadResponseHead()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(r)
+	if err != nil || head.Status != http.StatusOK || string(body) != "hi from /v1/models" {
+		t.Errorf("got %d %q %v, want 200 \"hi from /v1/models\"", head.Status, body, err)
+	}
+	st.Close()
+
+	if err := s.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("Close after Shutdown: %v", err)
+	}
+	if strings.Contains(logs.String(), testKey) {
+		t.Errorf("logs contain the upstream key")
+	}
+}
+
+func TestNewServerErrors(t *testing.T) {
+	if _, err := NewServer(nil, nil); err == nil {
+		t.Errorf("NewServer(nil) succeeded")
+	}
+	cfg := testConfig(upstreamConfig("openai", "http://127.0.0.1:1"))
+	cfg.KeyFile = t.TempDir() + "/missing.key"
+	_, err := NewServer(cfg, nil)
+	if err == nil || !strings.HasPrefix(err.Error(), "key_file: ") {
+		t.Errorf("got %v, want an error about key_file", err)
+	}
+}

@@ -1,0 +1,243 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Transport settings shared by every upstream. There is deliberately no
+// overall timeout: a generation may stream for many minutes, and the edge
+// cancels the request when its client goes away.
+const (
+	dialTimeout         = 10 * time.Second
+	tlsHandshakeTimeout = 10 * time.Second
+	idleConnTimeout     = 90 * time.Second
+	// maxIdleConnsPerHost keeps enough warm connections for bursts of
+	// concurrent HTTP/1.1 requests (HTTP/2 multiplexes on one).
+	maxIdleConnsPerHost = 256
+	// h2PingAfter sends an HTTP/2 PING on a connection silent this long, so
+	// that a dead upstream connection is noticed during a long generation.
+	h2PingAfter   = 30 * time.Second
+	h2PingTimeout = 15 * time.Second
+)
+
+// upstream is one configured API with its resolved key and its own pooled
+// transport.
+type upstream struct {
+	name      string
+	base      *url.URL
+	auth      string
+	key       secret
+	headers   http.Header
+	transport *http.Transport
+}
+
+// String names the upstream; it never shows the key.
+func (u *upstream) String() string { return u.name }
+
+// LogValue logs the upstream's name only.
+func (u *upstream) LogValue() slog.Value { return slog.StringValue(u.name) }
+
+// newUpstream resolves the key of a validated upstream config and builds its
+// transport. Errors name the upstream and the key's source, never the key.
+func newUpstream(c *UpstreamConfig) (*upstream, error) {
+	base, err := parseBaseURL(c.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q: base_url %q: %w", c.Name, redactURL(c.BaseURL), err)
+	}
+	key, err := resolveKey(c)
+	if err != nil {
+		return nil, err
+	}
+	u := &upstream{
+		name:      c.Name,
+		base:      base,
+		auth:      c.Auth,
+		key:       key,
+		headers:   make(http.Header, len(c.Headers)),
+		transport: newTransport(c.ResponseHeaderTimeout.Duration),
+	}
+	for name, v := range c.Headers {
+		u.headers.Set(name, v)
+	}
+	return u, nil
+}
+
+// newTransport returns a pooled transport that tries HTTP/2, never
+// decompresses (the client gets the bytes the upstream sent) and bounds every
+// step before the response head, but not the body.
+func newTransport(responseHeaderTimeout time.Duration) *http.Transport {
+	return &http.Transport{
+		// A relay VM may reach the internet only through a proxy; the
+		// environment (HTTPS_PROXY, NO_PROXY) says so, as for any Go client.
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   dialTimeout,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConnsPerHost:   maxIdleConnsPerHost,
+		IdleConnTimeout:       idleConnTimeout,
+		TLSHandshakeTimeout:   tlsHandshakeTimeout,
+		ExpectContinueTimeout: time.Second,
+		ResponseHeaderTimeout: responseHeaderTimeout,
+		DisableCompression:    true,
+		HTTP2: &http.HTTP2Config{
+			SendPingTimeout: h2PingAfter,
+			PingTimeout:     h2PingTimeout,
+		},
+	}
+}
+
+// resolveKey reads an upstream's key from its configured source. The key is
+// trimmed of surrounding white space and must be a valid header value.
+func resolveKey(c *UpstreamConfig) (secret, error) {
+	if c.Auth == AuthNone {
+		return secret{}, nil
+	}
+	var v, source string
+	switch {
+	case c.Key != "":
+		v, source = c.Key, "key"
+	case c.KeyFile != "":
+		source = fmt.Sprintf("key_file %q", c.KeyFile)
+		b, err := os.ReadFile(c.KeyFile)
+		if err != nil {
+			// An *os.PathError names the file, never its contents.
+			return secret{}, fmt.Errorf("upstream %q: key_file: %w", c.Name, err)
+		}
+		v = string(b)
+	case c.KeyEnv != "":
+		source = "key_env " + c.KeyEnv
+		v = os.Getenv(c.KeyEnv)
+	default:
+		return secret{}, fmt.Errorf("upstream %q: key: set one of key, key_file and key_env", c.Name)
+	}
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return secret{}, fmt.Errorf("upstream %q: %s: the key is empty", c.Name, source)
+	}
+	if !httpguts.ValidHeaderFieldValue(v) {
+		return secret{}, fmt.Errorf("upstream %q: %s: the key contains characters not allowed in a header", c.Name, source)
+	}
+	return newSecret(v), nil
+}
+
+// secret holds an API key. Every way of printing or logging it shows a
+// marker; only reveal returns the key, for the one header that carries it.
+// The key sits behind a pointer so that even fmt's raw printing of a struct
+// holding a secret in an unexported field (where no String method is
+// called) shows an address, not the key.
+type secret struct{ p *string }
+
+func newSecret(v string) secret { return secret{p: &v} }
+
+func (s secret) reveal() string {
+	if s.p == nil {
+		return ""
+	}
+	return *s.p
+}
+
+// String implements fmt.Stringer without the key.
+func (s secret) String() string { return redacted }
+
+// GoString implements fmt.GoStringer without the key.
+func (s secret) GoString() string { return redacted }
+
+// LogValue implements slog.LogValuer without the key.
+func (s secret) LogValue() slog.Value { return slog.StringValue(redacted) }
+
+// MarshalText keeps the key out of JSON and other text encodings.
+func (s secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+
+// Path errors, answered with 400 before anything is sent upstream.
+var (
+	errPathStart     = errors.New("path must start with \"/\"")
+	errPathFragment  = errors.New("path must not contain \"#\"")
+	errPathBackslash = errors.New("path must not contain a backslash")
+	errPathEmpty     = errors.New("path must not contain an empty segment (\"//\")")
+	errPathEncSlash  = errors.New("path must not contain an encoded slash or backslash")
+	errPathEscape    = errors.New("path has an invalid percent-encoding")
+	errPathDot       = errors.New("path must not contain a \".\" or \"..\" segment")
+	errPathControl   = errors.New("path must not contain control characters")
+	errPathQuery     = errors.New("query string does not parse")
+)
+
+// joinPath joins target, the head's path in escaped form with an optional
+// "?query", under base's path. Scheme, host and port always come from base:
+// target is never parsed as a URL of its own, and any segment that could
+// climb out of base's path or be read differently by another parser is an
+// error. A trailing slash is kept.
+func joinPath(base *url.URL, target string) (*url.URL, error) {
+	if !strings.HasPrefix(target, "/") {
+		return nil, errPathStart
+	}
+	if strings.Contains(target, "#") {
+		return nil, errPathFragment
+	}
+	rawPath, rawQuery, _ := strings.Cut(target, "?")
+	if strings.Contains(rawPath, `\`) {
+		return nil, errPathBackslash
+	}
+	segments := strings.Split(rawPath[1:], "/")
+	for i, seg := range segments {
+		if seg == "" {
+			if i == len(segments)-1 {
+				continue // "/" alone, or a trailing slash
+			}
+			return nil, errPathEmpty
+		}
+		if containsFold(seg, "%2f") || containsFold(seg, "%5c") {
+			return nil, errPathEncSlash
+		}
+		dec, err := url.PathUnescape(seg)
+		if err != nil {
+			return nil, errPathEscape
+		}
+		if dec == "." || dec == ".." {
+			return nil, errPathDot
+		}
+		for j := 0; j < len(dec); j++ {
+			if dec[j] < ' ' || dec[j] == 0x7f {
+				return nil, errPathControl
+			}
+		}
+	}
+	if rawQuery != "" {
+		if _, err := url.ParseQuery(rawQuery); err != nil {
+			return nil, errPathQuery
+		}
+	}
+	decPath, err := url.PathUnescape(rawPath)
+	if err != nil {
+		return nil, errPathEscape
+	}
+	return &url.URL{
+		Scheme:   base.Scheme,
+		Host:     base.Host,
+		Path:     strings.TrimSuffix(base.Path, "/") + decPath,
+		RawPath:  strings.TrimSuffix(base.EscapedPath(), "/") + rawPath,
+		RawQuery: rawQuery,
+	}, nil
+}
+
+// containsFold reports whether s contains the lower-case ASCII substr in any
+// case.
+func containsFold(s, substr string) bool {
+	for i := 0; i+len(substr) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(substr)], substr) {
+			return true
+		}
+	}
+	return false
+}
