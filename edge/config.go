@@ -1,0 +1,266 @@
+package edge
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/airlock-proxy/airlock/internal/config"
+	"github.com/airlock-proxy/airlock/tunnel"
+)
+
+// Defaults of [Config].
+const (
+	DefaultName                = "edge"
+	DefaultListen              = "127.0.0.1:8080"
+	DefaultAdminListen         = "127.0.0.1:9090"
+	DefaultMaxRequestBodyBytes = 512 << 20
+	DefaultShutdownGrace       = 30 * time.Second
+)
+
+// Auth modes of [Config.Auth].
+const (
+	// AuthKeys requires every request to carry a client key listed in
+	// [Config.Clients].
+	AuthKeys = "keys"
+	// AuthNone lets every request through without a key. It is meant for a
+	// listener that only trusted processes can reach (loopback, a sidecar).
+	AuthNone = "none"
+)
+
+// adminOff as AdminListen disables the admin listener.
+const adminOff = "off"
+
+// ClientConfig is one `[[client]]` table: an application allowed to use the
+// edge, identified by its own key.
+type ClientConfig struct {
+	// Name identifies the client in logs and in the request head the relay
+	// sees. Required, unique, printable ASCII without spaces.
+	Name string `toml:"name"`
+	// KeyHash is "sha256:" and the lowercase hex SHA-256 of the client's key
+	// (see [HashClientKey]); the edge stores no key itself. Required.
+	KeyHash string `toml:"key_hash"`
+	// Upstreams lists the upstream names this client may use. Empty means
+	// any upstream the relay lets this edge use. When the client sends no
+	// Airlock-Upstream header, it gets the edge's Upstream if that is in
+	// this list, else the first name of this list.
+	Upstreams []string `toml:"upstreams"`
+}
+
+// RelayConfig is one `[[relay]]` table: a relay the edge keeps a tunnel to.
+type RelayConfig struct {
+	// Address is the relay's UDP host:port. Required.
+	Address string `toml:"address"`
+	// Key is the relay's pinned public key fingerprint,
+	// "sha256:<43 base64url characters>". Required.
+	Key string `toml:"key"`
+}
+
+// Config is the edge's configuration, decoded from TOML. Call SetDefaults and
+// then Validate before use.
+type Config struct {
+	// Name is the edge's name, sent to the relay in HELLO.
+	// Default: "edge".
+	Name string `toml:"name"`
+	// Listen is the client-facing TCP address. Default: "127.0.0.1:8080".
+	// Port 0 picks a free port (see [Server.Addr]).
+	Listen string `toml:"listen"`
+	// AdminListen is the address of /healthz, /readyz and /metrics.
+	// Default: "127.0.0.1:9090". "off" disables the admin listener.
+	AdminListen string `toml:"admin_listen"`
+	// KeyFile is the path of the edge's tunnel private key (PEM, written by
+	// airlock init or airlock keygen). Required unless Identity is set.
+	KeyFile string `toml:"key_file"`
+	// Auth is "keys" (every request needs a client key listed in Clients) or
+	// "none" (no key is checked; Clients are ignored). Default: "keys".
+	Auth string `toml:"auth"`
+	// Upstream is the upstream name used when a request carries no
+	// Airlock-Upstream header. Default: "" (the relay's default for this
+	// edge).
+	Upstream string `toml:"upstream"`
+	// MaxRequestBodyBytes is the largest request body accepted; a larger one
+	// is answered with 413. Default: 512 MiB. Zero means the default;
+	// negative is invalid.
+	MaxRequestBodyBytes int64 `toml:"max_request_body_bytes"`
+	// ShutdownGrace is how long a shutdown waits for in-flight requests
+	// before it cuts them. Default: 30s. Zero means the default.
+	ShutdownGrace config.Duration `toml:"shutdown_grace"`
+	// Clients are the applications allowed in when Auth is "keys".
+	Clients []ClientConfig `toml:"client"`
+	// Relays lists the relays to keep a tunnel to. Exactly one for now.
+	Relays []RelayConfig `toml:"relay"`
+	// Tunnel tunes the tunnel's timers.
+	Tunnel tunnel.Config `toml:"tunnel"`
+	// Identity is an in-memory tunnel key (dev mode, tests). When set it is
+	// used instead of KeyFile.
+	Identity *tunnel.Identity `toml:"-"`
+}
+
+// SetDefaults fills every zero field that has a default.
+func (c *Config) SetDefaults() {
+	if c.Name == "" {
+		c.Name = DefaultName
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = DefaultAdminListen
+	}
+	if c.Auth == "" {
+		c.Auth = AuthKeys
+	}
+	if c.MaxRequestBodyBytes == 0 {
+		c.MaxRequestBodyBytes = DefaultMaxRequestBodyBytes
+	}
+	if c.ShutdownGrace.Duration == 0 {
+		c.ShutdownGrace.Duration = DefaultShutdownGrace
+	}
+	c.Tunnel.SetDefaults()
+}
+
+// Validate reports the first invalid field, naming its TOML key. It does not
+// change c; call SetDefaults first.
+func (c *Config) Validate() error {
+	if err := checkName("name", c.Name); err != nil {
+		return err
+	}
+	if err := checkHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen = %q: %w", c.Listen, err)
+	}
+	if c.AdminListen != adminOff {
+		if err := checkHostPort(c.AdminListen); err != nil {
+			return fmt.Errorf("admin_listen = %q: %w (or \"off\")", c.AdminListen, err)
+		}
+	}
+	if c.KeyFile == "" && c.Identity == nil {
+		return errors.New("key_file: required: the path of the edge's tunnel key (airlock init writes one)")
+	}
+	if c.ShutdownGrace.Duration < 0 {
+		return fmt.Errorf("shutdown_grace = %s: want a positive duration", c.ShutdownGrace.Duration)
+	}
+	if err := c.validateAccess(); err != nil {
+		return err
+	}
+	switch len(c.Relays) {
+	case 0:
+		return errors.New("relay: no [[relay]] is configured: add one with address and key (airlock init writes one)")
+	case 1:
+	default:
+		return fmt.Errorf("relay: %d relays are configured: several relays are not supported yet, keep one [[relay]]", len(c.Relays))
+	}
+	r := c.Relays[0]
+	if r.Address == "" {
+		return errors.New("relay[0].address: required: the relay's host:port")
+	}
+	if err := checkHostPort(r.Address); err != nil {
+		return fmt.Errorf("relay[0].address = %q: %w", r.Address, err)
+	}
+	if r.Key == "" {
+		return errors.New("relay[0].key: required: the relay's key fingerprint, \"sha256:...\" (airlock init writes it)")
+	}
+	if _, err := tunnel.ParseFingerprint(r.Key); err != nil {
+		return fmt.Errorf("relay[0].key: %w", err)
+	}
+	// tunnel.Config names its keys "tunnel.<key>" itself.
+	return c.Tunnel.Validate()
+}
+
+// validateAccess checks what the request handler uses: auth, clients,
+// upstream and limits. NewHandler needs only these.
+func (c *Config) validateAccess() error {
+	switch c.Auth {
+	case AuthKeys, AuthNone:
+	default:
+		return fmt.Errorf("auth = %q: want %q or %q", c.Auth, AuthKeys, AuthNone)
+	}
+	if c.MaxRequestBodyBytes <= 0 {
+		return fmt.Errorf("max_request_body_bytes = %d: want a positive number of bytes", c.MaxRequestBodyBytes)
+	}
+	if c.Upstream != "" {
+		if err := checkName("upstream", c.Upstream); err != nil {
+			return err
+		}
+	}
+	names := make(map[string]bool, len(c.Clients))
+	hashes := make(map[[32]byte]string, len(c.Clients))
+	for i, cl := range c.Clients {
+		if cl.Name == "" {
+			return fmt.Errorf("client[%d].name: required", i)
+		}
+		if err := checkName(fmt.Sprintf("client[%d].name", i), cl.Name); err != nil {
+			return err
+		}
+		if names[cl.Name] {
+			return fmt.Errorf("client %q: name: used by two [[client]] tables", cl.Name)
+		}
+		names[cl.Name] = true
+		sum, err := parseKeyHash(cl.KeyHash)
+		if err != nil {
+			return fmt.Errorf("client %q: key_hash: %w", cl.Name, err)
+		}
+		if other, ok := hashes[sum]; ok {
+			return fmt.Errorf("client %q: key_hash: same as client %q's: every client needs its own key", cl.Name, other)
+		}
+		hashes[sum] = cl.Name
+		for j, u := range cl.Upstreams {
+			if err := checkName(fmt.Sprintf("client %q: upstreams[%d]", cl.Name, j), u); err != nil {
+				return err
+			}
+		}
+	}
+	if c.Auth == AuthKeys && len(c.Clients) == 0 {
+		return errors.New(`auth = "keys" but no [[client]] is configured: add one (airlock init writes one) or set auth = "none"`)
+	}
+	return nil
+}
+
+// Clone returns a deep copy of c (the Identity is shared).
+func (c *Config) Clone() *Config {
+	n := *c
+	n.Clients = make([]ClientConfig, len(c.Clients))
+	for i, cl := range c.Clients {
+		cl.Upstreams = append([]string(nil), cl.Upstreams...)
+		n.Clients[i] = cl
+	}
+	n.Relays = append([]RelayConfig(nil), c.Relays...)
+	return &n
+}
+
+// checkName checks a name that travels in a proto head or HELLO: printable
+// ASCII without spaces.
+func checkName(key, v string) error {
+	if v == "" {
+		return fmt.Errorf("%s: must not be empty", key)
+	}
+	if !printableASCII(v) {
+		return fmt.Errorf("%s = %q: want printable ASCII without spaces", key, v)
+	}
+	return nil
+}
+
+// checkHostPort checks a "host:port" address; the host may be empty (all
+// interfaces) and the port 0 (any free port).
+func checkHostPort(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return fmt.Errorf("invalid port %q", port)
+	}
+	return nil
+}
+
+// printableASCII reports whether s has only bytes 0x21 to 0x7e, what proto
+// accepts for names and ids.
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,521 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/airlock-proxy/airlock/proto"
+	"github.com/airlock-proxy/airlock/tunnel"
+)
+
+// respBufPool holds the buffers the response copy reads frames into.
+var respBufPool = sync.Pool{New: func() any {
+	b := make([]byte, proto.CopyBufferSize)
+	return &b
+}}
+
+// exchange is one HTTP request carried over one tunnel stream. Its methods
+// run on the request's goroutine; the request body is sent by a
+// requestBodySender goroutine that the exchange waits for before it ends.
+type exchange struct {
+	h       *handler
+	w       http.ResponseWriter
+	r       *http.Request
+	rc      *http.ResponseController
+	start   time.Time
+	id      string
+	client  *clientPolicy // nil when auth = "none"
+	upgrade string        // requested protocol of an upgrade, or ""
+	// upstream is the upstream name sent in the head; "" is the relay's
+	// default.
+	upstream string
+
+	s         tunnel.Stream
+	peer      *tunnel.Peer
+	pw        *proto.Writer
+	pr        *proto.Reader
+	stopWatch func() bool // stops the client-gone watcher
+	body      *requestBodySender
+
+	// For the access log.
+	status   int
+	bytesIn  int64
+	bytesOut int64
+	ttfb     time.Duration
+	err      error
+}
+
+// run carries the request to the relay and the answer back.
+func (ex *exchange) run() {
+	r := ex.r
+	ex.rc = http.NewResponseController(ex.w)
+	if r.ContentLength > ex.h.maxBody {
+		ex.fail(ex.tooLarge())
+		return
+	}
+	upgrade, ok := upgradeType(r.Header)
+	if !ok {
+		ex.fail(badRequest("airlock edge: the Upgrade header must be printable ASCII"))
+		return
+	}
+	if r.ContentLength == 0 {
+		// A request that asks for an upgrade has no body: after the 101
+		// the stream carries the upgraded connection's bytes instead.
+		ex.upgrade = upgrade
+	}
+	head, apiErr := ex.requestHead()
+	if apiErr != nil {
+		ex.fail(apiErr)
+		return
+	}
+	if !ex.open() {
+		return
+	}
+	if err := ex.pw.WriteRequestHead(head); err != nil {
+		ex.failBeforeHead(err)
+		return
+	}
+	if ex.upgrade == "" {
+		ex.sendBody()
+	}
+	resp, err := ex.pr.ReadResponseHead()
+	if err != nil {
+		ex.failBeforeHead(err)
+		return
+	}
+	ex.ttfb = time.Since(ex.start)
+	if ex.upgrade != "" {
+		if resp.Status == http.StatusSwitchingProtocols {
+			ex.serveUpgrade(resp)
+			return
+		}
+		// Not switched: end the request direction, which has no body. An
+		// error here shows up on the response side.
+		ex.pw.End(nil)
+	}
+	if resp.Status < 200 {
+		ex.failBeforeHead(fmt.Errorf("relay sent status %d without an upgrade: %w", resp.Status, proto.ErrProtocol))
+		return
+	}
+	ex.writeResponseHead(resp)
+	ex.copyResponse()
+	ex.finish()
+}
+
+// requestHead builds the HEAD of the request.
+func (ex *exchange) requestHead() (*proto.RequestHead, *apiError) {
+	r := ex.r
+	for seg := range strings.SplitSeq(r.URL.Path, "/") {
+		if seg == "." || seg == ".." {
+			return nil, badRequest("airlock edge: the path must not contain \".\" or \"..\" segments")
+		}
+	}
+	path := r.URL.EscapedPath()
+	if !strings.HasPrefix(path, apiPrefix) {
+		// RawPath spelled the prefix with escapes ("/%761/"); use the
+		// canonical escaping of the decoded path.
+		path = (&url.URL{Path: r.URL.Path}).EscapedPath()
+	}
+	path = strings.TrimPrefix(path, "/v1")
+	if r.URL.RawQuery != "" {
+		path += "?" + escapeQuery(r.URL.RawQuery)
+	}
+	h := requestHeader(r, ex.upgrade)
+	if n, size := headerSize(h); n > proto.DefaultMaxHeaderCount || size+len(path) > proto.DefaultMaxHeadSize-1024 {
+		return nil, &apiError{
+			status: http.StatusRequestHeaderFieldsTooLarge, typ: typeInvalidRequest, code: codeHeadersTooLarge,
+			message: fmt.Sprintf("airlock edge: the request headers are too large: at most %d fields and %d KiB",
+				proto.DefaultMaxHeaderCount, proto.DefaultMaxHeadSize>>10-1),
+		}
+	}
+	head := &proto.RequestHead{
+		Method:        r.Method,
+		Path:          path,
+		Header:        h,
+		RequestID:     ex.id,
+		Upstream:      ex.upstream,
+		ContentLength: r.ContentLength,
+	}
+	if ex.client != nil {
+		head.Client = ex.client.name
+	}
+	return head, nil
+}
+
+// headerSize returns the number of header fields and about the bytes they
+// take in a head, so that a head over proto's limits is answered with 431
+// instead of failing on the wire.
+func headerSize(h http.Header) (fields, size int) {
+	for k, vv := range h {
+		for _, v := range vv {
+			fields++
+			size += len(k) + len(v) + 8
+		}
+	}
+	return fields, size
+}
+
+// open opens the tunnel stream and starts watching for the client to go
+// away. It answers the client itself and returns false on failure.
+func (ex *exchange) open() bool {
+	ctx, cancel := context.WithTimeout(ex.r.Context(), streamOpenTimeout)
+	s, peer, err := ex.h.opener.OpenStream(ctx)
+	cancel()
+	if err != nil {
+		ex.err = err
+		if ex.r.Context().Err() != nil {
+			ex.status = statusClientClosed
+			return false
+		}
+		msg := "airlock edge: no tunnel to a relay is up; retry shortly"
+		switch {
+		case errors.Is(err, tunnel.ErrNoSession):
+		case errors.Is(err, context.DeadlineExceeded):
+			msg = "airlock edge: the tunnel to the relay did not grant a stream in time; retry shortly"
+		default:
+			msg = "airlock edge: opening a tunnel stream to the relay failed; retry shortly"
+		}
+		ex.fail(&apiError{
+			status: http.StatusServiceUnavailable, typ: typeServer, code: codeTunnelUnavailable,
+			message: msg, retry: true,
+		})
+		return false
+	}
+	ex.s, ex.peer = s, peer
+	ex.pw = proto.NewWriter(s, proto.Limits{})
+	ex.pr = proto.NewReader(s, proto.Limits{})
+	// When the client goes away, reset the stream: the relay cancels the
+	// upstream request at once, and every blocked read and write here
+	// returns.
+	ex.stopWatch = context.AfterFunc(ex.r.Context(), func() { s.Abort(proto.CodeCancel) })
+	return true
+}
+
+// sendBody ends the request direction at once for a request without a body,
+// or starts a requestBodySender.
+func (ex *exchange) sendBody() {
+	r := ex.r
+	if r.ContentLength == 0 {
+		// An error shows up on the response side.
+		ex.pw.End(nil)
+		return
+	}
+	var body io.Reader = r.Body
+	if r.ContentLength < 0 {
+		body = http.MaxBytesReader(ex.w, r.Body, ex.h.maxBody)
+	}
+	// HTTP/1.1 handlers may not read the body once the response has
+	// started unless full duplex is on; the relay may answer (and an SSE
+	// stream may flow) while the body is still arriving. HTTP/2 is always
+	// full duplex, and the error for writers that cannot is harmless.
+	ex.rc.EnableFullDuplex()
+	ex.body = &requestBodySender{pw: ex.pw, s: ex.s, body: body, r: r, done: make(chan struct{})}
+	go ex.body.run()
+}
+
+// requestBodySender copies the client's request body into the stream as
+// DATA frames, one per read of the body, then writes END with the request's
+// trailers. It is a named type so that stack dumps show what it does.
+type requestBodySender struct {
+	pw   *proto.Writer
+	s    tunnel.Stream
+	body io.Reader
+	r    *http.Request // for its trailers, valid after the body's EOF
+	done chan struct{}
+
+	// Set before done is closed.
+	n   int64
+	err error
+}
+
+func (b *requestBodySender) run() {
+	defer close(b.done)
+	b.n, b.err = b.pw.ReadFrom(b.body)
+	if b.err == nil {
+		// A write error means the relay stopped reading; the response
+		// side sees the stream's state and decides.
+		b.err = b.pw.End(cleanTrailer(b.r.Trailer))
+		return
+	}
+	var se *proto.SourceError
+	if errors.As(b.err, &se) {
+		// The client's body failed (too large, client gone, malformed
+		// chunking): the request is incomplete, so it must not reach the
+		// upstream as if it were whole. RESET says so in-band; Abort
+		// unblocks the response side.
+		b.pw.Reset(proto.CodeCancel, "airlock edge: reading the request body failed")
+		b.s.Abort(proto.CodeCancel)
+	}
+}
+
+// ended reports whether the sender has finished.
+func (b *requestBodySender) ended() bool {
+	select {
+	case <-b.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// cleanTrailer drops from request trailers what must not cross a hop.
+func cleanTrailer(t http.Header) http.Header {
+	if len(t) == 0 {
+		return nil
+	}
+	t = t.Clone()
+	removeHopByHop(t)
+	t.Del("Authorization")
+	t.Del("Api-Key")
+	return t
+}
+
+// stopBody makes a still-running requestBodySender return and waits for it.
+// The stream must be aborted first, so that a blocked write returns; a read
+// of the client's body blocked on the network returns through a read
+// deadline in the past.
+func (ex *exchange) stopBody() {
+	b := ex.body
+	if b == nil || b.ended() {
+		return
+	}
+	ex.rc.SetReadDeadline(time.Now())
+	<-b.done
+}
+
+// failBeforeHead ends an exchange that failed before any response head was
+// written: it aborts the stream and answers the client with error JSON that
+// fits the cause.
+func (ex *exchange) failBeforeHead(err error) {
+	gone := ex.r.Context().Err() != nil
+	code := proto.CodeCancel
+	if errors.Is(err, proto.ErrProtocol) {
+		code = proto.CodeProtocol
+	}
+	ex.s.Abort(code)
+	ex.stopWatch()
+	ex.stopBody()
+	ex.err = err
+	if gone {
+		ex.err = context.Cause(ex.r.Context())
+		ex.status = statusClientClosed
+		return
+	}
+	if b := ex.body; b != nil && b.err != nil {
+		var tooLarge *http.MaxBytesError
+		var se *proto.SourceError
+		switch {
+		case errors.As(b.err, &tooLarge):
+			ex.err = b.err
+			ex.fail(ex.tooLarge())
+			return
+		case errors.As(b.err, &se) && !errors.Is(b.err, os.ErrDeadlineExceeded):
+			ex.err = b.err
+			ex.fail(badRequest("airlock edge: reading the request body failed"))
+			return
+		}
+	}
+	ex.fail(streamError(err))
+}
+
+// streamError maps a stream failure before the response head to the answer:
+// a relay refusal is 503 (nothing reached the upstream; retry), an upstream
+// timeout 504, anything else 502.
+func streamError(err error) *apiError {
+	var rst *proto.ResetError
+	if !errors.As(err, &rst) {
+		return &apiError{
+			status: http.StatusBadGateway, typ: typeServer, code: codeUpstreamError,
+			message: "airlock edge: the tunnel stream to the relay broke before the response head",
+		}
+	}
+	switch rst.Code {
+	case proto.CodeRefused:
+		return &apiError{
+			status: http.StatusServiceUnavailable, typ: typeServer, code: codeTunnelUnavailable,
+			message: "airlock relay refused the request before calling the upstream (draining or at capacity); retry shortly",
+			retry:   true,
+		}
+	case proto.CodeUpstreamTimeout:
+		return &apiError{
+			status: http.StatusGatewayTimeout, typ: typeServer, code: codeUpstreamTimeout,
+			message: "airlock relay: the upstream did not answer in time",
+		}
+	}
+	msg := "airlock relay reset the request: " + rst.Code.String()
+	if rst.Message != "" {
+		msg += ": " + truncate(rst.Message, maxEchoed)
+	}
+	return &apiError{status: http.StatusBadGateway, typ: typeServer, code: codeUpstreamError, message: msg}
+}
+
+// writeResponseHead copies the relay's head to the client and flushes it,
+// so that a client waiting for an event stream sees the headers at once.
+func (ex *exchange) writeResponseHead(resp *proto.ResponseHead) {
+	src := resp.Header
+	removeHopByHop(src)
+	// The head's ContentLength is the one source of the length.
+	src.Del("Content-Length")
+	dst := ex.w.Header()
+	for k, vv := range src {
+		dst[k] = vv
+	}
+	ex.setEdgeHeaders(dst)
+	if isEventStream(src.Get("Content-Type")) {
+		// Tell caches and buffering proxies in front of the edge (nginx
+		// honours X-Accel-Buffering) to pass events through at once.
+		dst.Set("Cache-Control", "no-cache")
+		dst.Set("X-Accel-Buffering", "no")
+	}
+	if resp.ContentLength >= 0 {
+		dst.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	}
+	ex.status = resp.Status
+	ex.w.WriteHeader(resp.Status)
+	// Flushing before any body byte also keeps net/http from sniffing a
+	// Content-Type the upstream never sent (it sniffs only the first
+	// write's bytes).
+	ex.rc.Flush()
+}
+
+// copyResponse writes the response body to the client, one flush per read
+// of the stream: each DATA frame reaches the client at once, never merged
+// with the next. On a failure it aborts the client connection (it does not
+// return).
+func (ex *exchange) copyResponse() {
+	bp := respBufPool.Get().(*[]byte)
+	defer respBufPool.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := ex.pr.Read(buf)
+		if n > 0 {
+			nw, werr := ex.w.Write(buf[:n])
+			ex.bytesOut += int64(nw)
+			if werr == nil && nw != n {
+				werr = io.ErrShortWrite
+			}
+			if werr == nil {
+				werr = ex.rc.Flush()
+			}
+			if werr != nil {
+				ex.abortAfterHead(proto.CodeCancel, fmt.Errorf("writing response: %w", werr))
+			}
+		}
+		if rerr == io.EOF {
+			return
+		}
+		if rerr != nil {
+			code := proto.CodeCancel
+			if errors.Is(rerr, proto.ErrProtocol) {
+				code = proto.CodeProtocol
+			}
+			ex.abortAfterHead(code, fmt.Errorf("reading response: %w", rerr))
+		}
+	}
+}
+
+// abortAfterHead ends an exchange whose response head was already written:
+// the status cannot change any more, so the client connection is aborted
+// (HTTP/1.1: closed without the final chunk; HTTP/2: RST_STREAM), and no
+// client mistakes a cut stream for a complete one (Go issue 23643).
+func (ex *exchange) abortAfterHead(code proto.ResetCode, err error) {
+	ex.err = err
+	ex.s.Abort(code)
+	ex.stopWatch()
+	ex.stopBody()
+	panic(http.ErrAbortHandler)
+}
+
+// finish ends an exchange whose response ended cleanly with END.
+func (ex *exchange) finish() {
+	for k, vv := range ex.pr.Trailer() {
+		ex.w.Header()[http.TrailerPrefix+k] = vv
+	}
+	clientStayed := ex.stopWatch()
+	if ex.body != nil && !ex.body.ended() {
+		// The relay answered before it took the whole body (an early
+		// error); the rest of the body has nowhere to go.
+		ex.s.Abort(proto.CodeCancel)
+		ex.stopBody()
+		return
+	}
+	if clientStayed {
+		ex.s.Close()
+	}
+}
+
+// tooLarge is the 413 answer.
+func (ex *exchange) tooLarge() *apiError {
+	return &apiError{
+		status: http.StatusRequestEntityTooLarge, typ: typeInvalidRequest, code: codeRequestTooLarge,
+		message: fmt.Sprintf("airlock edge: the request body is larger than this edge accepts (%d bytes)", ex.h.maxBody),
+	}
+}
+
+func badRequest(msg string) *apiError {
+	return &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest, code: codeInvalidRequest, message: msg}
+}
+
+// fail answers the client with e before any response head.
+func (ex *exchange) fail(e *apiError) {
+	ex.status = e.status
+	if ex.err == nil {
+		ex.err = errors.New(e.code)
+	}
+	e.write(ex.w)
+}
+
+// setEdgeHeaders sets the headers the edge adds to every response: the
+// request id, and CORS headers for a cross-origin request.
+func (ex *exchange) setEdgeHeaders(h http.Header) {
+	h.Set(headerRequestID, ex.id)
+	if ex.r.Header.Get("Origin") != "" {
+		setCORS(h)
+	}
+}
+
+// logLine writes the access log line. It never logs bodies, keys or the
+// Authorization header.
+func (ex *exchange) logLine() {
+	if ex.body != nil && ex.body.ended() {
+		ex.bytesIn += ex.body.n
+	}
+	var relay, client string
+	upstream := ex.upstream
+	if ex.peer != nil {
+		relay = ex.peer.Name
+		if upstream == "" && len(ex.peer.Upstreams) > 0 {
+			upstream = ex.peer.Upstreams[0]
+		}
+	}
+	if ex.client != nil {
+		client = ex.client.name
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", ex.id),
+		slog.String("client", client),
+		slog.String("method", ex.r.Method),
+		slog.String("path", ex.r.URL.Path),
+		slog.String("upstream", upstream),
+		slog.Int("status", ex.status),
+		slog.Int64("bytes_in", ex.bytesIn),
+		slog.Int64("bytes_out", ex.bytesOut),
+		slog.Duration("duration", time.Since(ex.start)),
+		slog.Duration("ttfb", ex.ttfb),
+		slog.String("relay", relay),
+	}
+	if ex.err != nil && !errors.Is(ex.err, context.Canceled) {
+		attrs = append(attrs, slog.String("error", ex.err.Error()))
+	}
+	ex.h.logger.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
+}

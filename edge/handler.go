@@ -1,0 +1,155 @@
+package edge
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/airlock-proxy/airlock/tunnel"
+)
+
+// streamOpenTimeout bounds how long a request waits for a tunnel stream. An
+// Opener answers at once when no session is up; this covers a session that
+// is up but slow to grant a stream (stream limit reached, congestion).
+const streamOpenTimeout = 5 * time.Second
+
+// apiPrefix is the URL space the edge serves, the clients' base URL path.
+const apiPrefix = "/v1/"
+
+// handler is the /v1 proxy that NewHandler returns.
+type handler struct {
+	opener tunnel.Opener
+	logger *slog.Logger
+	// keys is nil when auth = "none".
+	keys *keyring
+	// upstream is the edge's default upstream ("" = the relay's).
+	upstream string
+	// maxBody is the largest request body accepted.
+	maxBody int64
+	// upgrades tracks hijacked connections so that shutdown can close them.
+	upgrades upgradeTracker
+}
+
+// NewHandler returns the edge's HTTP handler: it serves everything under /v1/
+// for every method, checking the client's key (unless cfg.Auth is "none")
+// and carrying each exchange as one stream opened with opener. Other paths
+// get 404. CORS preflights are answered without a key.
+//
+// cfg is copied and completed with defaults; only its access settings (auth,
+// clients, upstream, max_request_body_bytes) are used and validated here. A
+// nil logger discards the access log.
+func NewHandler(cfg *Config, opener tunnel.Opener, logger *slog.Logger) (http.Handler, error) {
+	return newHandler(cfg, opener, logger)
+}
+
+func newHandler(cfg *Config, opener tunnel.Opener, logger *slog.Logger) (*handler, error) {
+	if cfg == nil {
+		return nil, errors.New("edge handler: nil config")
+	}
+	if opener == nil {
+		return nil, errors.New("edge handler: nil opener")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	c := cfg.Clone()
+	c.SetDefaults()
+	if err := c.validateAccess(); err != nil {
+		return nil, fmt.Errorf("edge handler: %w", err)
+	}
+	h := &handler{
+		opener:   opener,
+		logger:   logger,
+		upstream: c.Upstream,
+		maxBody:  c.MaxRequestBodyBytes,
+	}
+	if c.Auth == AuthKeys {
+		k, err := newKeyring(c.Clients)
+		if err != nil {
+			return nil, fmt.Errorf("edge handler: %w", err)
+		}
+		h.keys = k
+	}
+	return h, nil
+}
+
+// ServeHTTP routes, authenticates and applies the client's policy, then hands
+// the request to an exchange. Every request gets one access log line.
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ex := &exchange{h: h, w: w, r: r, start: time.Now(), id: newRequestID()}
+	defer ex.logLine()
+	ex.setEdgeHeaders(w.Header())
+
+	if !strings.HasPrefix(r.URL.Path, apiPrefix) {
+		ex.fail(&apiError{
+			status: http.StatusNotFound, typ: typeInvalidRequest, code: codeNotFound,
+			message: fmt.Sprintf("airlock edge: invalid URL (%s %s): the API is served under /v1/",
+				r.Method, truncate(r.URL.Path, maxEchoed)),
+		})
+		return
+	}
+	if isPreflight(r) {
+		writePreflight(w, r)
+		ex.status = http.StatusNoContent
+		return
+	}
+	if h.keys != nil {
+		key := requestKey(r.Header)
+		if key == "" {
+			ex.fail(&apiError{
+				status: http.StatusUnauthorized, typ: typeInvalidRequest, code: codeInvalidAPIKey,
+				message: "airlock edge: you didn't provide an API key: send your airlock client key " +
+					"as \"Authorization: Bearer <key>\" or \"api-key: <key>\"",
+			})
+			return
+		}
+		if ex.client = h.keys.lookup(key); ex.client == nil {
+			ex.fail(&apiError{
+				status: http.StatusUnauthorized, typ: typeInvalidRequest, code: codeInvalidAPIKey,
+				message: "airlock edge: Incorrect API key provided: this edge knows no client with this key " +
+					"(use the client key from airlock init or airlock keygen -client, not an upstream key)",
+			})
+			return
+		}
+	}
+	requested := r.Header.Get(headerUpstream)
+	if requested != "" && !printableASCII(requested) {
+		ex.fail(&apiError{
+			status: http.StatusBadRequest, typ: typeInvalidRequest, code: codeInvalidRequest,
+			message: "airlock edge: the Airlock-Upstream header must be an upstream name (printable ASCII without spaces)",
+		})
+		return
+	}
+	upstream, ok := ex.client.pickUpstream(requested, h.upstream)
+	if !ok {
+		ex.fail(&apiError{
+			status: http.StatusForbidden, typ: typePermission, code: codeUpstreamNotAllowed,
+			message: fmt.Sprintf("airlock edge: client %q may not use upstream %q", ex.client.name, truncate(requested, maxEchoed)),
+		})
+		return
+	}
+	ex.upstream = upstream
+	ex.run()
+}
+
+// newRequestID returns 16 random hex digits. The client's X-Request-Id is
+// forwarded untouched but not trusted to be unique, so airlock makes its own.
+func newRequestID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// closeUpgraded closes every hijacked (upgraded) connection, refuses new
+// ones, and waits until their exchanges have ended or ctx is done.
+func (h *handler) closeUpgraded(ctx context.Context) error {
+	return h.upgrades.closeAndWait(ctx)
+}
+
+var _ http.Handler = (*handler)(nil)

@@ -1,0 +1,201 @@
+package edge
+
+import (
+	"mime"
+	"net"
+	"net/http"
+	"net/textproto"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// hopHeaders are dropped at every HTTP hop (RFC 9110 section 7.6.1), besides
+// the fields named in Connection. Alt-Svc is dropped too: it advertises the
+// upstream's endpoints, not the edge's.
+var hopHeaders = []string{
+	"Connection",
+	"Proxy-Connection",
+	"Keep-Alive",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Te",
+	"Trailer",
+	"Transfer-Encoding",
+	"Upgrade",
+	"Alt-Svc",
+}
+
+// removeHopByHop deletes the hop-by-hop headers of h in place: every field
+// named in Connection, then the fixed list.
+func removeHopByHop(h http.Header) {
+	for _, v := range h["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = textproto.TrimString(f); f != "" {
+				h.Del(f)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		h.Del(k)
+	}
+}
+
+// airlockHeaderPrefix starts the headers that talk to airlock itself
+// (Airlock-Upstream); none of them is forwarded.
+const airlockHeaderPrefix = "Airlock-"
+
+// Headers the edge reads or sets.
+const (
+	headerUpstream  = "Airlock-Upstream"
+	headerRequestID = "Airlock-Request-Id"
+)
+
+// requestHeader returns the headers to send in the request head: r's headers
+// without hop-by-hop fields, client credentials, Content-Length and Airlock-*
+// fields, with
+// the client's address appended to X-Forwarded-For (the relay drops it unless
+// configured to forward it) and, for an upgrade, Connection and Upgrade
+// added back.
+func requestHeader(r *http.Request, upgrade string) http.Header {
+	h := r.Header.Clone()
+	if h == nil {
+		h = make(http.Header)
+	}
+	removeHopByHop(h)
+	h.Del("Authorization")
+	h.Del("Api-Key")
+	// The head's ContentLength is the one source of the length.
+	h.Del("Content-Length")
+	for k := range h {
+		if strings.HasPrefix(k, airlockHeaderPrefix) {
+			delete(h, k)
+		}
+	}
+	// Te is hop-by-hop, but "trailers" says the client can take trailers,
+	// which the relay needs to know for gRPC-style upstreams (Go issue 21096).
+	if httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers") {
+		h.Set("Te", "trailers")
+	}
+	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		if prior := h["X-Forwarded-For"]; len(prior) > 0 {
+			ip = strings.Join(prior, ", ") + ", " + ip
+		}
+		h.Set("X-Forwarded-For", ip)
+	}
+	if upgrade != "" {
+		h.Set("Connection", "Upgrade")
+		h.Set("Upgrade", upgrade)
+	}
+	return h
+}
+
+// upgradeType returns the protocol an HTTP/1.1 request asks to switch to
+// (Connection: Upgrade plus Upgrade: websocket), or "". ok is false when the
+// Upgrade value is not printable ASCII.
+func upgradeType(h http.Header) (typ string, ok bool) {
+	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
+		return "", true
+	}
+	typ = h.Get("Upgrade")
+	for i := 0; i < len(typ); i++ {
+		if typ[i] < ' ' || typ[i] >= 0x7f {
+			return "", false
+		}
+	}
+	return typ, true
+}
+
+// isEventStream reports whether a Content-Type is text/event-stream, with or
+// without parameters such as charset.
+func isEventStream(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "text/event-stream"
+}
+
+// escapeQuery percent-encodes the bytes of a raw query that proto does not
+// carry in a path (controls, spaces, non-ASCII). Such bytes can reach us from
+// lenient clients; encoding them keeps the query's meaning.
+func escapeQuery(q string) string {
+	i := 0
+	for i < len(q) && q[i] > ' ' && q[i] < 0x7f {
+		i++
+	}
+	if i == len(q) {
+		return q
+	}
+	const hexDigits = "0123456789ABCDEF"
+	b := make([]byte, 0, len(q)+16)
+	b = append(b, q[:i]...)
+	for ; i < len(q); i++ {
+		c := q[i]
+		if c > ' ' && c < 0x7f {
+			b = append(b, c)
+			continue
+		}
+		b = append(b, '%', hexDigits[c>>4], hexDigits[c&0xf])
+	}
+	return string(b)
+}
+
+// CORS.
+//
+// Browsers send a preflight OPTIONS without credentials before a cross-origin
+// request that carries Authorization, so the edge answers preflights itself,
+// without a key: a preflight reveals nothing and reaches no upstream, and the
+// real request that follows still needs a valid key. Responses allow any
+// origin ("*"): the edge authenticates by key, never by cookie, so a
+// wildcard origin grants a page nothing its key does not.
+
+// corsAllowHeaders are allowed when a preflight names none; a preflight's
+// Access-Control-Request-Headers are echoed back instead, so that SDK headers
+// such as X-Stainless-* or OpenAI-Beta pass (a CORS wildcard never covers
+// Authorization, so listing is required).
+const corsAllowHeaders = "Authorization, Content-Type, Api-Key, OpenAI-Organization, OpenAI-Project, OpenAI-Beta, Airlock-Upstream, X-Request-Id"
+
+const corsAllowMethods = "GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD"
+
+// isPreflight reports whether r is a CORS preflight request.
+func isPreflight(r *http.Request) bool {
+	return r.Method == http.MethodOptions && r.Header.Get("Origin") != "" &&
+		r.Header.Get("Access-Control-Request-Method") != ""
+}
+
+// setCORS adds the headers a cross-origin response needs to be readable.
+func setCORS(h http.Header) {
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Expose-Headers", "*")
+}
+
+// writePreflight answers a CORS preflight with 204.
+func writePreflight(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", corsAllowMethods)
+	allow := corsAllowHeaders
+	if req := r.Header.Values("Access-Control-Request-Headers"); len(req) > 0 {
+		allow = strings.Join(req, ", ")
+		if !validTokenList(allow) {
+			allow = corsAllowHeaders
+		}
+	}
+	h.Set("Access-Control-Allow-Headers", allow)
+	h.Set("Access-Control-Max-Age", "7200")
+	h.Add("Vary", "Access-Control-Request-Headers")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// validTokenList reports whether s is a comma-separated list of HTTP tokens,
+// so that echoing it cannot inject anything into a header.
+func validTokenList(s string) bool {
+	for f := range strings.SplitSeq(s, ",") {
+		f = textproto.TrimString(f)
+		if f == "" {
+			continue
+		}
+		if !httpguts.ValidHeaderFieldName(f) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,260 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/airlock-proxy/airlock/internal/admin"
+	"github.com/airlock-proxy/airlock/tunnel"
+)
+
+// HTTP server settings. There is no WriteTimeout or ReadTimeout: a streamed
+// completion or an upload may rightly take many minutes; dead peers are
+// found by TCP and by the tunnel's pings instead.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 120 * time.Second
+	// maxHeaderBytes keeps every request head within proto's head limit
+	// (64 KiB), so that no well-formed request fails on the wire.
+	maxHeaderBytes = 48 << 10
+	// upgradeCloseWait bounds how long a shutdown waits for upgraded
+	// connections' exchanges to end after closing them.
+	upgradeCloseWait = 5 * time.Second
+)
+
+// Server is a running edge: the client-facing HTTP listener with the /v1
+// proxy, the tunnel client that keeps a session to the relay, and the admin
+// listener (/healthz, /readyz).
+type Server struct {
+	cfg     *Config
+	logger  *slog.Logger
+	client  *tunnel.Client
+	handler *handler
+	http    *http.Server
+	admin   *admin.Server // nil when admin_listen = "off"
+
+	mu        sync.Mutex
+	ln        net.Listener
+	started   bool
+	closed    bool
+	cancelRun context.CancelFunc
+	wg        sync.WaitGroup // the HTTP serve loop and the tunnel's Run
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// NewServer checks cfg (a copy is completed with defaults and validated),
+// loads the tunnel identity (cfg.Identity, else cfg.KeyFile) and builds the
+// parts. It binds nothing: call Start. A nil logger discards logs.
+func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
+	if cfg == nil {
+		return nil, errors.New("edge: nil config")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	c := cfg.Clone()
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("edge config: %w", err)
+	}
+	id := c.Identity
+	if id == nil {
+		var err error
+		if id, err = tunnel.LoadIdentity(c.KeyFile); err != nil {
+			return nil, fmt.Errorf("edge config: key_file: %w", err)
+		}
+	}
+	client, err := tunnel.NewClient(tunnel.ClientOptions{
+		Config:    c.Tunnel,
+		Identity:  id,
+		RelayAddr: c.Relays[0].Address,
+		RelayKey:  c.Relays[0].Key,
+		EdgeName:  c.Name,
+		Software:  software(),
+		Logger:    logger.With("component", "tunnel"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	h, err := newHandler(c, client, logger)
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+	s := &Server{cfg: c, logger: logger, client: client, handler: h}
+	s.http = &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		Protocols:         new(http.Protocols),
+	}
+	// HTTP/1.1, and HTTP/2 with prior knowledge (h2c) for clients that
+	// multiplex many streams over one connection.
+	s.http.Protocols.SetHTTP1(true)
+	s.http.Protocols.SetUnencryptedHTTP2(true)
+	if c.AdminListen != adminOff {
+		s.admin = admin.New(c.AdminListen, s.readyErr, logger.With("component", "admin"))
+	}
+	return s, nil
+}
+
+// Start binds the client listener (and the admin listener) and starts
+// serving and keeping the tunnel up, in goroutines that Shutdown and Close
+// stop. It does not wait for the tunnel (see Ready): until a session is up,
+// requests get 503 with Retry-After. ctx bounds the start only; the server
+// runs until Shutdown or Close.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return errors.New("edge: start: server closed")
+	case s.started:
+		return errors.New("edge: start: already started")
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("edge: start: %w", err)
+	}
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("edge listener: %w", err)
+	}
+	if s.admin != nil {
+		if err := s.admin.Start(); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	s.ln, s.started = ln, true
+	// The tunnel must outlive a cancelled start context: during a drain,
+	// in-flight requests still need it.
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancelRun = cancel
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.logger.Error("edge listener stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		err := s.client.Run(runCtx)
+		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, tunnel.ErrClosed) {
+			s.logger.Error("tunnel client stopped", "err", err)
+		}
+	}()
+	s.logger.Info("edge listening", "addr", ln.Addr().String(), "relay", s.cfg.Relays[0].Address, "auth", s.cfg.Auth)
+	return nil
+}
+
+// Addr is the client listener's address; nil before Start.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// AdminAddr is the admin listener's address; nil before Start or when
+// admin_listen = "off".
+func (s *Server) AdminAddr() net.Addr {
+	if s.admin == nil {
+		return nil
+	}
+	return s.admin.Addr()
+}
+
+// Ready reports whether a tunnel session to the relay is up.
+func (s *Server) Ready() bool { return s.client.Ready() }
+
+// readyErr is /readyz's check: nil while a tunnel session is up.
+func (s *Server) readyErr() error {
+	if s.client.Ready() {
+		return nil
+	}
+	if err := s.client.LastError(); err != nil {
+		return fmt.Errorf("no tunnel session to the relay: %w", err)
+	}
+	return errors.New("no tunnel session to the relay yet")
+}
+
+// Shutdown drains the edge: it stops accepting, waits for in-flight requests
+// until they end or ctx is done (then cuts the rest), closes upgraded
+// (WebSocket) connections, which cannot be drained, then closes the tunnel
+// and the admin listener. It waits for every goroutine the Server started.
+// Later calls return the first call's result.
+func (s *Server) Shutdown(ctx context.Context) error {
+	return s.stop(ctx, true)
+}
+
+// Close stops the edge at once: in-flight requests are cut. It is
+// idempotent, waits for every goroutine the Server started, and may be
+// called during a Shutdown to end it early.
+func (s *Server) Close() error {
+	// Cutting the connections first makes a running Shutdown return.
+	s.http.Close()
+	return s.stop(context.Background(), false)
+}
+
+func (s *Server) stop(ctx context.Context, graceful bool) error {
+	s.stopOnce.Do(func() { s.stopErr = s.teardown(ctx, graceful) })
+	return s.stopErr
+}
+
+func (s *Server) teardown(ctx context.Context, graceful bool) error {
+	s.mu.Lock()
+	s.closed = true
+	cancelRun := s.cancelRun
+	s.mu.Unlock()
+
+	var errs []error
+	if graceful {
+		// Shutdown does not count hijacked connections as in flight.
+		if err := s.http.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("edge shutdown: %w", err))
+			s.http.Close()
+		}
+	} else {
+		s.http.Close()
+	}
+	wctx, cancel := context.WithTimeout(context.Background(), upgradeCloseWait)
+	if err := s.handler.closeUpgraded(wctx); err != nil {
+		errs = append(errs, err)
+	}
+	cancel()
+	if cancelRun != nil {
+		cancelRun()
+	}
+	if err := s.client.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("closing the tunnel: %w", err))
+	}
+	if s.admin != nil {
+		if err := s.admin.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// software names this build in HELLO: "airlock/<module version>".
+func software() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return "airlock/" + bi.Main.Version
+	}
+	return "airlock"
+}
