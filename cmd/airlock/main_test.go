@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/airlock-proxy/airlock/edge"
+	"github.com/airlock-proxy/airlock/internal/config"
+	"github.com/airlock-proxy/airlock/relay"
+	"github.com/airlock-proxy/airlock/tunnel"
+)
+
+func runCLI(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestExitCodes(t *testing.T) {
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantStderr string
+	}{
+		{"no arguments", nil, exitUsage, "Commands:"},
+		{"help", []string{"-h"}, exitOK, "Commands:"},
+		{"unknown command", []string{"fly"}, exitUsage, `unknown command "fly"`},
+		{"command help", []string{"edge", "-h"}, exitOK, "-config"},
+		{"missing config", []string{"relay"}, exitUsage, "-config is required"},
+		{"bad flag", []string{"dev", "-nope"}, exitUsage, "flag provided but not defined"},
+		{"stray argument", []string{"version", "extra"}, exitUsage, `unexpected argument "extra"`},
+		{"missing config file", []string{"edge", "-config", "/nonexistent/edge.toml"}, exitError, "no such file"},
+		{"keygen needs a mode", []string{"keygen"}, exitUsage, "exactly one of"},
+		{"init needs the relay address", []string{"init", "-dir", "x"}, exitUsage, "-relay-address is required"},
+		{"dev key env without upstream", []string{"dev", "-upstream-key-env", "X"}, exitError, "needs -upstream"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := runCLI(tt.args...)
+			if code != tt.wantCode {
+				t.Errorf("got exit code %d, want %d (stderr: %s)", code, tt.wantCode, stderr)
+			}
+			if !strings.Contains(stderr, tt.wantStderr) {
+				t.Errorf("got stderr %q, want it to contain %q", stderr, tt.wantStderr)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := runCLI("version")
+	if code != exitOK || !strings.HasPrefix(out, "airlock ") || !strings.Contains(out, "protocol 1") {
+		t.Fatalf("got %d %q, want 0 and a version line with the protocol", code, out)
+	}
+}
+
+// TestInitWritesMatchingConfigs checks that init's files decode strictly,
+// validate, and pin each other's keys.
+func TestInitWritesMatchingConfigs(t *testing.T) {
+	t.Setenv("OPENAI_API_KEY", "sk-test")
+	dir := t.TempDir()
+	code, out, stderr := runCLI("init", "-dir", dir, "-relay-address", "relay.example.com:7443")
+	if code != exitOK {
+		t.Fatalf("init: exit %d: %s", code, stderr)
+	}
+	for _, name := range []string{"edge.key", "relay.key"} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", name, fi.Mode().Perm())
+		}
+	}
+	edgeID, err := tunnel.LoadIdentity(filepath.Join(dir, "edge.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	relayID, err := tunnel.LoadIdentity(filepath.Join(dir, "relay.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var ecfg edge.Config
+	if err := config.Load(filepath.Join(dir, "edge.toml"), &ecfg); err != nil {
+		t.Fatal(err)
+	}
+	ecfg.SetDefaults()
+	if err := ecfg.Validate(); err != nil {
+		t.Fatalf("edge.toml does not validate: %v", err)
+	}
+	var rcfg relay.Config
+	if err := config.Load(filepath.Join(dir, "relay.toml"), &rcfg); err != nil {
+		t.Fatal(err)
+	}
+	rcfg.SetDefaults()
+	if err := rcfg.Validate(); err != nil {
+		t.Fatalf("relay.toml does not validate: %v", err)
+	}
+	if got := ecfg.Relays[0].Key; got != relayID.Fingerprint() {
+		t.Errorf("edge pins %s, want the relay's key %s", got, relayID.Fingerprint())
+	}
+	if got := rcfg.Edges[0].Key; got != edgeID.Fingerprint() {
+		t.Errorf("relay accepts %s, want the edge's key %s", got, edgeID.Fingerprint())
+	}
+	// The printed client key must be the one whose hash edge.toml holds.
+	var clientKey string
+	for _, f := range strings.Fields(out) {
+		if strings.HasPrefix(f, "sk-airlock-") {
+			clientKey = f
+			break
+		}
+	}
+	if clientKey == "" || edge.HashClientKey(clientKey) != ecfg.Clients[0].KeyHash {
+		t.Errorf("printed client key %q does not match key_hash %s", clientKey, ecfg.Clients[0].KeyHash)
+	}
+
+	if code, _, stderr := runCLI("init", "-dir", dir, "-relay-address", "relay.example.com:7443"); code != exitError || !strings.Contains(stderr, "exists") {
+		t.Errorf("second init: got exit %d %q, want 1 and a refusal to overwrite", code, stderr)
+	}
+}
+
+// TestExampleConfigsDecode keeps deploy/examples in step with the config
+// structs: every key in them must exist, and they must validate.
+func TestExampleConfigsDecode(t *testing.T) {
+	t.Setenv("OPENAI_API_KEY", "sk-test")
+	var ecfg edge.Config
+	if err := config.Load("../../deploy/examples/edge.toml", &ecfg); err != nil {
+		t.Fatal(err)
+	}
+	ecfg.SetDefaults()
+	if err := ecfg.Validate(); err != nil {
+		t.Errorf("edge example: %v", err)
+	}
+	var rcfg relay.Config
+	if err := config.Load("../../deploy/examples/relay.toml", &rcfg); err != nil {
+		t.Fatal(err)
+	}
+	rcfg.SetDefaults()
+	if err := rcfg.Validate(); err != nil {
+		t.Errorf("relay example: %v", err)
+	}
+}
+
+func TestKeygen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k.key")
+	code, out, stderr := runCLI("keygen", "-out", path)
+	if code != exitOK {
+		t.Fatalf("keygen -out: exit %d: %s", code, stderr)
+	}
+	fp := strings.TrimSpace(out)
+	if _, err := tunnel.ParseFingerprint(fp); err != nil {
+		t.Fatalf("keygen printed %q: %v", fp, err)
+	}
+	if code, out, _ := runCLI("keygen", "-show", path); code != exitOK || strings.TrimSpace(out) != fp {
+		t.Errorf("keygen -show: got %d %q, want 0 %q", code, out, fp)
+	}
+	code, out, _ = runCLI("keygen", "-client")
+	if code != exitOK || !strings.Contains(out, "client key: sk-airlock-") || !strings.Contains(out, `key_hash = "sha256:`) {
+		t.Errorf("keygen -client: got %d %q", code, out)
+	}
+}
