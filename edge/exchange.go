@@ -11,18 +11,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/airlock-proxy/airlock/proto"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
-
-// respBufPool holds the buffers the response copy reads frames into.
-var respBufPool = sync.Pool{New: func() any {
-	b := make([]byte, proto.CopyBufferSize)
-	return &b
-}}
 
 // exchange is one HTTP request carried over one tunnel stream. Its methods
 // run on the request's goroutine; the request body is sent by a
@@ -81,12 +74,9 @@ func (ex *exchange) run() {
 	if !ex.open() {
 		return
 	}
-	if err := ex.pw.WriteRequestHead(head); err != nil {
+	if err := ex.sendRequest(head); err != nil {
 		ex.failBeforeHead(err)
 		return
-	}
-	if ex.upgrade == "" {
-		ex.sendBody()
 	}
 	resp, err := ex.pr.ReadResponseHead()
 	if err != nil {
@@ -201,14 +191,19 @@ func (ex *exchange) open() bool {
 	return true
 }
 
-// sendBody ends the request direction at once for a request without a body,
-// or starts a requestBodySender.
-func (ex *exchange) sendBody() {
+// sendRequest writes the request HEAD. A request without a body ends its
+// direction in the same write; an upgrade request keeps it open for the
+// upgraded bytes; any other request gets a requestBodySender.
+func (ex *exchange) sendRequest(head *proto.RequestHead) error {
 	r := ex.r
-	if r.ContentLength == 0 {
-		// An error shows up on the response side.
-		ex.pw.End(nil)
-		return
+	switch {
+	case ex.upgrade != "":
+		return ex.pw.WriteRequestHead(head)
+	case r.ContentLength == 0:
+		return ex.pw.WriteRequestHeadAndEnd(head)
+	}
+	if err := ex.pw.WriteRequestHead(head); err != nil {
+		return err
 	}
 	var body io.Reader = r.Body
 	if r.ContentLength < 0 {
@@ -221,6 +216,7 @@ func (ex *exchange) sendBody() {
 	ex.rc.EnableFullDuplex()
 	ex.body = &requestBodySender{pw: ex.pw, s: ex.s, body: body, r: r, done: make(chan struct{})}
 	go ex.body.run()
+	return nil
 }
 
 // requestBodySender copies the client's request body into the stream as
@@ -380,23 +376,36 @@ func (ex *exchange) writeResponseHead(resp *proto.ResponseHead) {
 	if resp.ContentLength >= 0 {
 		dst.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
 	}
+	if _, ok := dst["Content-Type"]; !ok {
+		// A nil value keeps net/http from sniffing a Content-Type the
+		// upstream never sent.
+		dst["Content-Type"] = nil
+	}
 	ex.status = resp.Status
 	ex.w.WriteHeader(resp.Status)
-	// Flushing before any body byte also keeps net/http from sniffing a
-	// Content-Type the upstream never sent (it sniffs only the first
-	// write's bytes).
-	ex.rc.Flush()
+	ex.flushUnlessMoreIsHere()
 }
 
-// copyResponse writes the response body to the client, one flush per read
-// of the stream: each DATA frame reaches the client at once, never merged
-// with the next. On a failure it aborts the client connection (it does not
+// flushUnlessMoreIsHere flushes what was written to the client unless the
+// next frame has already arrived: then it goes out in the same write. Frames
+// that arrived together leave together, and no frame ever waits for a later
+// one, so an SSE event is never held back.
+func (ex *exchange) flushUnlessMoreIsHere() error {
+	if ex.pr.Ready() {
+		return nil
+	}
+	return ex.rc.Flush()
+}
+
+// copyResponse writes the response body to the client and flushes whenever
+// no further frame is at hand: each DATA frame reaches the client as soon as
+// it arrives. On a failure it aborts the client connection (it does not
 // return).
 func (ex *exchange) copyResponse() {
-	bp := respBufPool.Get().(*[]byte)
-	defer respBufPool.Put(bp)
-	buf := *bp
+	cb := proto.NewCopyBuffer()
+	defer cb.Release()
 	for {
+		buf := cb.Bytes()
 		n, rerr := ex.pr.Read(buf)
 		if n > 0 {
 			nw, werr := ex.w.Write(buf[:n])
@@ -405,8 +414,9 @@ func (ex *exchange) copyResponse() {
 				werr = io.ErrShortWrite
 			}
 			if werr == nil {
-				werr = ex.rc.Flush()
+				werr = ex.flushUnlessMoreIsHere()
 			}
+			cb.Grow(n)
 			if werr != nil {
 				ex.abortAfterHead(proto.CodeCancel, fmt.Errorf("writing response: %w", werr))
 			}

@@ -126,10 +126,10 @@ type upgradeStreamCopier struct {
 }
 
 func (c *upgradeStreamCopier) run(errc chan<- error) {
-	bp := respBufPool.Get().(*[]byte)
-	defer respBufPool.Put(bp)
-	buf := *bp
+	cb := proto.NewCopyBuffer()
+	defer cb.Release()
 	for {
+		buf := cb.Bytes()
 		n, rerr := c.pr.Read(buf)
 		if n > 0 {
 			nw, werr := c.conn.Write(buf[:n])
@@ -138,6 +138,7 @@ func (c *upgradeStreamCopier) run(errc chan<- error) {
 				errc <- fmt.Errorf("writing to the client: %w", werr)
 				return
 			}
+			cb.Grow(n)
 		}
 		if rerr == io.EOF {
 			if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {

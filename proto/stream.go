@@ -14,12 +14,62 @@ import (
 // read from the source becomes one DATA frame at once.
 const CopyBufferSize = 32 << 10
 
-// copyBufPool holds buffers with room for a frame header in front of
-// CopyBufferSize bytes of payload.
-var copyBufPool = sync.Pool{New: func() any {
-	b := make([]byte, maxFrameHeaderLen+CopyBufferSize)
-	return &b
-}}
+// SmallBufferSize is the size of the buffer a copy starts with. A stream that
+// waits (an SSE stream between events, a long generation) holds only this
+// much; the first read that fills it moves the copy to CopyBufferSize.
+const SmallBufferSize = 4 << 10
+
+// Buffer pools for the copies of this package and of its users: each buffer
+// has room for a frame header in front of the payload.
+var (
+	smallBufPool = sync.Pool{New: func() any {
+		b := make([]byte, maxFrameHeaderLen+SmallBufferSize)
+		return &b
+	}}
+	copyBufPool = sync.Pool{New: func() any {
+		b := make([]byte, maxFrameHeaderLen+CopyBufferSize)
+		return &b
+	}}
+)
+
+// CopyBuffer is a pooled read buffer that starts small and grows once to
+// CopyBufferSize when a read fills it, so that thousands of idle streams
+// hold 4 KiB each while a bulk transfer still reads 32 KiB at a time.
+type CopyBuffer struct {
+	bp  *[]byte
+	big bool
+}
+
+// NewCopyBuffer returns a small pooled buffer. Call Release when done.
+func NewCopyBuffer() *CopyBuffer {
+	return &CopyBuffer{bp: smallBufPool.Get().(*[]byte)}
+}
+
+// Bytes returns the buffer to read into, after room for a frame header.
+func (c *CopyBuffer) Bytes() []byte { return (*c.bp)[maxFrameHeaderLen:] }
+
+// withHeaderRoom returns the whole buffer, frame header room included.
+func (c *CopyBuffer) withHeaderRoom() []byte { return *c.bp }
+
+// Grow moves to the large buffer if a read of n bytes filled the small one.
+func (c *CopyBuffer) Grow(n int) {
+	if c.big || n < SmallBufferSize {
+		return
+	}
+	smallBufPool.Put(c.bp)
+	c.bp, c.big = copyBufPool.Get().(*[]byte), true
+}
+
+// Release returns the buffer to its pool; the CopyBuffer must not be used
+// after.
+func (c *CopyBuffer) Release() {
+	if c.big {
+		copyBufPool.Put(c.bp)
+	} else {
+		smallBufPool.Put(c.bp)
+	}
+	c.bp = nil
+}
 
 type direction uint8
 
@@ -50,6 +100,23 @@ func (w *Writer) WriteRequestHead(h *RequestHead) error {
 	return w.writeHead(AppendRequestHead(w.frameStart(), h))
 }
 
+// WriteRequestHeadAndEnd writes the HEAD of a request without a body and its
+// END in one Write, so that the pair travels in one packet.
+func (w *Writer) WriteRequestHeadAndEnd(h *RequestHead) error {
+	b := AppendRequestHead(w.frameStart(), h)
+	if err := w.checkHead(b); err != nil {
+		return err
+	}
+	head := frameInPlace(FrameHead, b)
+	end := len(b)
+	b = append(b, byte(FrameEnd), 0)
+	w.buf, w.state = b, ended
+	if _, err := w.w.Write(b[end-len(head):]); err != nil {
+		return fmt.Errorf("writing HEAD and END: %w", err)
+	}
+	return nil
+}
+
 // WriteResponseHead writes the HEAD of a response. It must be the first frame.
 func (w *Writer) WriteResponseHead(h *ResponseHead) error {
 	return w.writeHead(AppendResponseHead(w.frameStart(), h))
@@ -61,6 +128,16 @@ func (w *Writer) frameStart() []byte {
 }
 
 func (w *Writer) writeHead(b []byte) error {
+	if err := w.checkHead(b); err != nil {
+		return err
+	}
+	w.state = inBody
+	return w.writeFramed(FrameHead, b)
+}
+
+// checkHead keeps b as the scratch buffer and checks that a HEAD whose
+// payload is b[maxFrameHeaderLen:] may be written now.
+func (w *Writer) checkHead(b []byte) error {
 	w.buf = b
 	if w.state != wantHead {
 		return fmt.Errorf("writing HEAD: %w", ErrFrameOrder)
@@ -68,8 +145,7 @@ func (w *Writer) writeHead(b []byte) error {
 	if len(b)-maxFrameHeaderLen > w.lim.MaxHeadSize {
 		return fmt.Errorf("writing HEAD: %d bytes exceed the limit of %d", len(b)-maxFrameHeaderLen, w.lim.MaxHeadSize)
 	}
-	w.state = inBody
-	return w.writeFramed(FrameHead, b)
+	return nil
 }
 
 // frameInPlace writes the header of a frame of type t whose payload is
@@ -134,18 +210,19 @@ func (w *Writer) ReadFrom(src io.Reader) (int64, error) {
 	if w.state != inBody {
 		return 0, fmt.Errorf("writing DATA: %w", ErrFrameOrder)
 	}
-	bp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bp)
-	buf := *bp
-	limit := maxFrameHeaderLen + min(CopyBufferSize, w.lim.MaxDataSize)
+	cb := NewCopyBuffer()
+	defer cb.Release()
 	var total int64
 	for {
+		buf := cb.withHeaderRoom()
+		limit := min(len(buf), maxFrameHeaderLen+w.lim.MaxDataSize)
 		n, rerr := src.Read(buf[maxFrameHeaderLen:limit])
 		if n > 0 {
 			if err := w.writeFramed(FrameData, buf[:maxFrameHeaderLen+n]); err != nil {
 				return total, err
 			}
 			total += int64(n)
+			cb.Grow(n)
 		}
 		if rerr == io.EOF {
 			return total, nil
@@ -381,6 +458,33 @@ func (r *Reader) fail(err error) error {
 	r.state = ended
 	r.err = err
 	return err
+}
+
+// Ready reports whether the next Read would return without waiting for the
+// network: the rest of the current DATA frame, or the whole next frame
+// header (and END or RESET payload), is already buffered. A proxy uses it to
+// flush only when no more bytes are at hand, which coalesces writes of
+// frames that arrived together without ever delaying one that did not.
+func (r *Reader) Ready() bool {
+	if r.err != nil {
+		return true
+	}
+	n := r.br.Buffered()
+	if n == 0 {
+		return false
+	}
+	if r.remaining > 0 {
+		return true
+	}
+	b, _ := r.br.Peek(n) // never blocks: n bytes are buffered
+	length, k := binary.Uvarint(b[1:])
+	if k <= 0 {
+		return false
+	}
+	if FrameType(b[0]) == FrameData {
+		return n > 1+k
+	}
+	return uint64(n-1-k) >= length
 }
 
 // Trailer returns the trailers sent with END, or nil. It is valid after Read

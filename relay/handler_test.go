@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/airlock-proxy/airlock/proto"
+	"github.com/airlock-proxy/airlock/tunnel/tunneltest"
 )
 
 // transports runs a test against an HTTP/1.1 upstream and an HTTP/2 (TLS)
@@ -679,7 +682,7 @@ func TestExchangeLogLine(t *testing.T) {
 	}
 	line := lastLogLine(t, logs)
 	want := map[string]any{
-		"msg": "exchange", "level": "INFO", "request_id": "req-log", "edge": "office", "client": "notebook",
+		"msg": "exchange", "level": "DEBUG", "request_id": "req-log", "edge": "office", "client": "notebook",
 		"upstream": "openai", "method": "POST", "path": "/chat/completions", "status": float64(200),
 		"result": "ok", "bytes_in": float64(13), "bytes_out": float64(11), "session": "sess-1",
 	}
@@ -708,4 +711,23 @@ func lastLogLine(t *testing.T, logs *syncBuffer) map[string]any {
 		t.Fatalf("log line %q: %v", last, err)
 	}
 	return m
+}
+
+// TestSuccessfulExchangeLogsAtDebug: the edge writes the access line, so a
+// relay at info level logs only exchanges that failed.
+func TestSuccessfulExchangeLogsAtDebug(t *testing.T) {
+	var out strings.Builder
+	logger := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	for _, tt := range []struct {
+		result string
+		want   bool
+	}{{"ok", false}, {"upstream_error", true}} {
+		out.Reset()
+		s, _ := tunneltest.Pipe()
+		ex := &exchange{h: &Handler{logger: logger}, s: s, result: tt.result, start: time.Now()}
+		ex.log(context.Background())
+		if got := out.Len() > 0; got != tt.want {
+			t.Errorf("result %q: logged %v, want %v (%q)", tt.result, got, tt.want, out.String())
+		}
+	}
 }

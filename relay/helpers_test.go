@@ -81,7 +81,7 @@ func (b *syncBuffer) String() string {
 func newTestHandler(t *testing.T, cfg *Config) (*Handler, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
-	h, err := NewHandler(cfg, slog.New(slog.NewJSONHandler(logs, nil)))
+	h, err := NewHandler(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatalf("NewHandler: %v", err)
 	}

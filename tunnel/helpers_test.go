@@ -30,7 +30,7 @@ func testConfig() Config {
 	}
 }
 
-func mustIdentity(t *testing.T) *Identity {
+func mustIdentity(t testing.TB) *Identity {
 	t.Helper()
 	id, err := GenerateIdentity()
 	if err != nil {
@@ -41,7 +41,7 @@ func mustIdentity(t *testing.T) *Identity {
 
 // logBuffer collects log output for assertions and echoes it to t.Log.
 type logBuffer struct {
-	t   *testing.T
+	t   testing.TB
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
@@ -59,7 +59,7 @@ func (l *logBuffer) String() string {
 	return l.buf.String()
 }
 
-func newLogger(t *testing.T, prefix string) (*slog.Logger, *logBuffer) {
+func newLogger(t testing.TB, prefix string) (*slog.Logger, *logBuffer) {
 	lb := &logBuffer{t: t}
 	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})).With("side", prefix), lb
 }
@@ -83,7 +83,7 @@ func edgeAuth(key string) func(string) (string, []string, error) {
 }
 
 // startRelay starts a Server on addr; mods adjust its options.
-func startRelay(t *testing.T, id *Identity, addr string, auth func(string) (string, []string, error), h Handler, mods ...func(*ServerOptions)) *testRelay {
+func startRelay(t testing.TB, id *Identity, addr string, auth func(string) (string, []string, error), h Handler, mods ...func(*ServerOptions)) *testRelay {
 	t.Helper()
 	log, lb := newLogger(t, "relay")
 	opts := ServerOptions{
@@ -122,7 +122,7 @@ type testEdge struct {
 	logs *logBuffer
 }
 
-func startEdge(t *testing.T, id *Identity, addr, pin string) *testEdge {
+func startEdge(t testing.TB, id *Identity, addr, pin string) *testEdge {
 	t.Helper()
 	log, lb := newLogger(t, "edge")
 	c, err := NewClient(ClientOptions{
@@ -150,7 +150,7 @@ func startEdge(t *testing.T, id *Identity, addr, pin string) *testEdge {
 
 // pair starts a relay with handler h and an edge it authorizes, and waits
 // until the session is up.
-func pair(t *testing.T, h Handler) (*testRelay, *testEdge) {
+func pair(t testing.TB, h Handler) (*testRelay, *testEdge) {
 	t.Helper()
 	relayID, edgeID := mustIdentity(t), mustIdentity(t)
 	r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(edgeID.Fingerprint()), h)
@@ -159,7 +159,7 @@ func pair(t *testing.T, h Handler) (*testRelay, *testEdge) {
 	return r, e
 }
 
-func waitReady(t *testing.T, c *Client) {
+func waitReady(t testing.TB, c *Client) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()

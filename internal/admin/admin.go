@@ -1,7 +1,8 @@
 // Package admin serves a role's operator endpoints on their own listener,
 // loopback by default: /healthz (the process is alive), /readyz (it can serve:
-// an edge has a tunnel session, a relay is listening) and, registered by the
-// role, /metrics.
+// an edge has a tunnel session, a relay is listening), /debug/pprof/ (Go's
+// profiler, for the operator who must find where CPU or memory goes) and,
+// registered by the role, /metrics.
 //
 // It is separate from the traffic listener so that probes and scrapes work
 // when the traffic port is saturated, and so that it can stay on loopback.
@@ -14,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 )
@@ -46,12 +48,18 @@ func New(addr string, ready func() error, logger *slog.Logger) *Server {
 		fmt.Fprintln(w, "ok")
 	})
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
+	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	s.srv = &http.Server{
 		Handler:           s.mux,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		// Long enough for a 30 s CPU profile or trace.
+		WriteTimeout: 2 * time.Minute,
+		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	return s
 }

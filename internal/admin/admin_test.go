@@ -45,6 +45,7 @@ func TestEndpoints(t *testing.T) {
 		{"not ready says why", "/readyz", "no tunnel session", 503, "not ready: no tunnel session"},
 		{"healthz while not ready", "/healthz", "no tunnel session", 200, "ok"},
 		{"registered handler", "/metrics", "", 200, "m 1"},
+		{"profiler index", "/debug/pprof/", "", 200, "goroutine"},
 		{"unknown path", "/nope", "", 404, ""},
 	}
 	for _, tt := range tests {
