@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/airlock-proxy/airlock/internal/hopheader"
+
 	"github.com/airlock-proxy/airlock/proto"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
@@ -56,7 +58,7 @@ func (ex *exchange) run() {
 		ex.fail(ex.tooLarge())
 		return
 	}
-	upgrade, ok := upgradeType(r.Header)
+	upgrade, ok := hopheader.UpgradeType(r.Header)
 	if !ok {
 		ex.fail(badRequest("airlock edge: the Upgrade header must be printable ASCII"))
 		return
@@ -270,7 +272,7 @@ func cleanTrailer(t http.Header) http.Header {
 		return nil
 	}
 	t = t.Clone()
-	removeHopByHop(t)
+	hopheader.Remove(t)
 	t.Del("Authorization")
 	t.Del("Api-Key")
 	return t
@@ -359,7 +361,7 @@ func streamError(err error) *apiError {
 // so that a client waiting for an event stream sees the headers at once.
 func (ex *exchange) writeResponseHead(resp *proto.ResponseHead) {
 	src := resp.Header
-	removeHopByHop(src)
+	hopheader.Remove(src)
 	// The head's ContentLength is the one source of the length.
 	src.Del("Content-Length")
 	dst := ex.w.Header()

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -339,25 +338,5 @@ func TestAccessLog(t *testing.T) {
 		if strings.Contains(all, secret) {
 			t.Errorf("log contains %q:\n%s", secret, all)
 		}
-	}
-}
-
-func TestHopByHopRemoval(t *testing.T) {
-	h := http.Header{
-		"Connection":        {"close, X-A", "X-B"},
-		"X-A":               {"1"},
-		"X-B":               {"2"},
-		"X-C":               {"3"},
-		"Transfer-Encoding": {"chunked"},
-		"Upgrade":           {"websocket"},
-		"Trailer":           {"X-T"},
-	}
-	removeHopByHop(h)
-	var keys []string
-	for k := range h {
-		keys = append(keys, k)
-	}
-	if !slices.Equal(keys, []string{"X-C"}) {
-		t.Errorf("left headers %v, want [X-C]", keys)
 	}
 }

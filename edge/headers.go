@@ -7,39 +7,10 @@ import (
 	"net/textproto"
 	"strings"
 
+	"github.com/airlock-proxy/airlock/internal/hopheader"
+
 	"golang.org/x/net/http/httpguts"
 )
-
-// hopHeaders are dropped at every HTTP hop (RFC 9110 section 7.6.1), besides
-// the fields named in Connection. Alt-Svc is dropped too: it advertises the
-// upstream's endpoints, not the edge's.
-var hopHeaders = []string{
-	"Connection",
-	"Proxy-Connection",
-	"Keep-Alive",
-	"Proxy-Authenticate",
-	"Proxy-Authorization",
-	"Te",
-	"Trailer",
-	"Transfer-Encoding",
-	"Upgrade",
-	"Alt-Svc",
-}
-
-// removeHopByHop deletes the hop-by-hop headers of h in place: every field
-// named in Connection, then the fixed list.
-func removeHopByHop(h http.Header) {
-	for _, v := range h["Connection"] {
-		for f := range strings.SplitSeq(v, ",") {
-			if f = textproto.TrimString(f); f != "" {
-				h.Del(f)
-			}
-		}
-	}
-	for _, k := range hopHeaders {
-		h.Del(k)
-	}
-}
 
 // airlockHeaderPrefix starts the headers that talk to airlock itself
 // (Airlock-Upstream); none of them is forwarded.
@@ -62,7 +33,7 @@ func requestHeader(r *http.Request, upgrade string) http.Header {
 	if h == nil {
 		h = make(http.Header)
 	}
-	removeHopByHop(h)
+	hopheader.Remove(h)
 	h.Del("Authorization")
 	h.Del("Api-Key")
 	// The head's ContentLength is the one source of the length.
@@ -88,22 +59,6 @@ func requestHeader(r *http.Request, upgrade string) http.Header {
 		h.Set("Upgrade", upgrade)
 	}
 	return h
-}
-
-// upgradeType returns the protocol an HTTP/1.1 request asks to switch to
-// (Connection: Upgrade plus Upgrade: websocket), or "". ok is false when the
-// Upgrade value is not printable ASCII.
-func upgradeType(h http.Header) (typ string, ok bool) {
-	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
-		return "", true
-	}
-	typ = h.Get("Upgrade")
-	for i := 0; i < len(typ); i++ {
-		if typ[i] < ' ' || typ[i] >= 0x7f {
-			return "", false
-		}
-	}
-	return typ, true
 }
 
 // isEventStream reports whether a Content-Type is text/event-stream, with or

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/airlock-proxy/airlock/internal/hopheader"
+
 	"github.com/airlock-proxy/airlock/proto"
 )
 
@@ -45,7 +47,7 @@ func (ex *exchange) serveUpgrade(resp *proto.ResponseHead) {
 	defer ex.h.upgrades.remove(conn)
 
 	h := resp.Header
-	removeHopByHop(h)
+	hopheader.Remove(h)
 	h.Del("Content-Length")
 	ex.setEdgeHeaders(h)
 	h.Set("Connection", "Upgrade")

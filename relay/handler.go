@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/airlock-proxy/airlock/internal/hopheader"
+
 	"github.com/airlock-proxy/airlock/proto"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
@@ -208,7 +210,7 @@ func (ex *exchange) serve(ctx context.Context) {
 		ex.fail(errBadPath(err))
 		return
 	}
-	upgrade, ok := upgradeType(head.Header)
+	upgrade, ok := hopheader.UpgradeType(head.Header)
 	if !ok {
 		ex.fail(errBadUpgrade())
 		return

@@ -2,55 +2,12 @@ package relay
 
 import (
 	"net/http"
-	"net/textproto"
 	"strings"
+
+	"github.com/airlock-proxy/airlock/internal/hopheader"
 
 	"golang.org/x/net/http/httpguts"
 )
-
-// hopByHop are the headers that belong to one HTTP connection and are dropped
-// at every hop (RFC 9110, section 7.6.1), plus Alt-Svc, which advertises the
-// upstream's endpoints and means nothing to the edge's clients. Upgrade is
-// added back for upgrade requests and 101 responses.
-var hopByHop = []string{
-	"Connection",
-	"Proxy-Connection", // non-standard, sent by some clients
-	"Keep-Alive",
-	"Proxy-Authenticate",
-	"Proxy-Authorization",
-	"Te",      // canonical form of "TE"
-	"Trailer", // not Trailers (RFC 9110, section 6.6.2)
-	"Transfer-Encoding",
-	"Upgrade",
-	"Alt-Svc",
-}
-
-// removeHopByHop deletes, in place, every header named in any Connection
-// value and then the fixed hop-by-hop list. The relay uses it on request
-// headers, response headers and trailers alike.
-func removeHopByHop(h http.Header) {
-	for _, v := range h["Connection"] {
-		for sf := range strings.SplitSeq(v, ",") {
-			if sf = textproto.TrimString(sf); sf != "" {
-				h.Del(sf)
-			}
-		}
-	}
-	for _, name := range hopByHop {
-		h.Del(name)
-	}
-}
-
-// upgradeType returns the protocol a request or response asks to switch to:
-// the Upgrade value when Connection has the token "upgrade", else "". ok is
-// false when the value is not printable ASCII (a request to reject).
-func upgradeType(h http.Header) (typ string, ok bool) {
-	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
-		return "", true
-	}
-	typ = h.Get("Upgrade")
-	return typ, printable(typ)
-}
 
 // credentialHeaders are the client's credentials. The edge removes them
 // before the head; the relay removes them again (defence in depth) before it
@@ -79,7 +36,7 @@ func requestHeader(in http.Header, up *upstream, fwdAddr bool, upgrade string) h
 	if h == nil {
 		h = make(http.Header)
 	}
-	removeHopByHop(h)
+	hopheader.Remove(h)
 	for _, name := range credentialHeaders {
 		h.Del(name)
 	}
@@ -138,7 +95,7 @@ func responseHeader(resp *http.Response, upgrade string) http.Header {
 	if h == nil {
 		h = make(http.Header)
 	}
-	removeHopByHop(h)
+	hopheader.Remove(h)
 	h.Del("Content-Length")
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		h.Set("Connection", "Upgrade")
@@ -154,7 +111,7 @@ func trailerOf(resp *http.Response) http.Header {
 		return nil
 	}
 	t := resp.Trailer.Clone()
-	removeHopByHop(t)
+	hopheader.Remove(t)
 	for name, v := range t {
 		if len(v) == 0 {
 			// Announced but never sent.
@@ -171,10 +128,5 @@ func reservedHeader(name string) bool {
 	case "Host", "Content-Length", "Authorization", "Api-Key":
 		return true
 	}
-	for _, h := range hopByHop {
-		if name == h {
-			return true
-		}
-	}
-	return strings.HasPrefix(name, "Airlock-")
+	return hopheader.IsFixed(name) || strings.HasPrefix(name, "Airlock-")
 }

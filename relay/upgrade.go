@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/airlock-proxy/airlock/internal/hopheader"
+
 	"github.com/airlock-proxy/airlock/proto"
 )
 
@@ -17,7 +19,7 @@ import (
 // the Realtime API): after the 101 head, the stream is a full-duplex byte
 // pipe of DATA frames in both directions, END being a half-close.
 func (ex *exchange) switchProtocols(upCtx context.Context, resp *http.Response, reqUpgrade string) {
-	respUpgrade, _ := upgradeType(resp.Header)
+	respUpgrade, _ := hopheader.UpgradeType(resp.Header)
 	if reqUpgrade == "" || !printable(respUpgrade) || !strings.EqualFold(reqUpgrade, respUpgrade) {
 		ex.fail(errUpstreamBadSwitch(ex.upstream))
 		return

@@ -2,9 +2,7 @@ package relay
 
 import (
 	"errors"
-	"net/http"
 	"net/url"
-	"slices"
 	"testing"
 )
 
@@ -104,58 +102,5 @@ func TestJoinPathBaseWithoutPath(t *testing.T) {
 	}
 	if got, want := u.String(), "http://127.0.0.1:8000/models?a=1"; got != want {
 		t.Errorf("got %q, want %q", got, want)
-	}
-}
-
-func TestRemoveHopByHop(t *testing.T) {
-	h := http.Header{
-		"Connection":          {"X-Private, keep-alive", " x-other "},
-		"X-Private":           {"1"},
-		"X-Other":             {"1"},
-		"Keep-Alive":          {"timeout=5"},
-		"Proxy-Connection":    {"keep-alive"},
-		"Proxy-Authenticate":  {"Basic"},
-		"Proxy-Authorization": {"Basic x"},
-		"Te":                  {"trailers"},
-		"Trailer":             {"X-T"},
-		"Transfer-Encoding":   {"chunked"},
-		"Upgrade":             {"websocket"},
-		"Alt-Svc":             {`h3=":443"`},
-		"Content-Type":        {"application/json"},
-		"X-Request-Id":        {"abc"},
-	}
-	removeHopByHop(h)
-	got := slices.Sorted(func(yield func(string) bool) {
-		for k := range h {
-			if !yield(k) {
-				return
-			}
-		}
-	})
-	if want := []string{"Content-Type", "X-Request-Id"}; !slices.Equal(got, want) {
-		t.Errorf("got %v, want %v", got, want)
-	}
-}
-
-func TestUpgradeType(t *testing.T) {
-	tests := []struct {
-		name   string
-		h      http.Header
-		want   string
-		wantOK bool
-	}{
-		{"none", http.Header{}, "", true},
-		{"upgrade without connection token", http.Header{"Upgrade": {"websocket"}}, "", true},
-		{"websocket", http.Header{"Connection": {"keep-alive, Upgrade"}, "Upgrade": {"websocket"}}, "websocket", true},
-		{"not printable", http.Header{"Connection": {"upgrade"}, "Upgrade": {"web socket"}}, "web socket", false},
-		{"empty", http.Header{"Connection": {"upgrade"}}, "", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, ok := upgradeType(tt.h)
-			if got != tt.want || ok != tt.wantOK {
-				t.Errorf("got %q %v, want %q %v", got, ok, tt.want, tt.wantOK)
-			}
-		})
 	}
 }
