@@ -17,7 +17,8 @@ const CopyBufferSize = 32 << 10
 // SmallBufferSize is the size of the buffer a copy starts with. A stream that
 // waits (an SSE stream between events, a long generation) holds only this
 // much; the first read that fills it moves the copy to CopyBufferSize.
-const SmallBufferSize = 4 << 10
+// Most SSE events fit in it.
+const SmallBufferSize = 2 << 10
 
 // Buffer pools for the copies of this package and of its users: each buffer
 // has room for a frame header in front of the payload.
@@ -34,7 +35,7 @@ var (
 
 // CopyBuffer is a pooled read buffer that starts small and grows once to
 // CopyBufferSize when a read fills it, so that thousands of idle streams
-// hold 4 KiB each while a bulk transfer still reads 32 KiB at a time.
+// hold 2 KiB each while a bulk transfer still reads 32 KiB at a time.
 type CopyBuffer struct {
 	bp  *[]byte
 	big bool
@@ -274,9 +275,14 @@ type Reader struct {
 	err       error // sticky: io.EOF after END, a *ResetError, or a failure
 }
 
+// readBufferSize is the Reader's buffer for frame headers and small frames.
+// Large payloads bypass it (bufio reads straight into the caller's buffer),
+// so it stays small: thousands of open streams each hold one.
+const readBufferSize = 1 << 10
+
 // NewReader returns a Reader on r with the given limits (zero means default).
 func NewReader(r io.Reader, lim Limits) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, 4<<10), lim: lim.withDefaults()}
+	return &Reader{br: bufio.NewReaderSize(r, readBufferSize), lim: lim.withDefaults()}
 }
 
 // readFrameHeader reads a frame's type and length and checks the length

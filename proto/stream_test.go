@@ -140,7 +140,7 @@ func TestReadFromOneFramePerRead(t *testing.T) {
 		chunks     []int
 		wantFrames []int
 	}{
-		{"default limits", Limits{}, []int{1, 7, 4096, CopyBufferSize, 100}, []int{1, 7, 4096, CopyBufferSize, 100}},
+		{"default limits", Limits{}, []int{1, 7, SmallBufferSize, 4096, CopyBufferSize, 100}, []int{1, 7, SmallBufferSize, 4096, CopyBufferSize, 100}},
 		{"chunk larger than the copy buffer", Limits{}, []int{CopyBufferSize + 10, 3}, []int{SmallBufferSize, CopyBufferSize + 10 - SmallBufferSize, 3}},
 		{"small reads keep the small buffer", Limits{}, []int{100, SmallBufferSize + 1}, []int{100, SmallBufferSize, 1}},
 		{"a full small read grows the buffer", Limits{}, []int{SmallBufferSize, CopyBufferSize}, []int{SmallBufferSize, CopyBufferSize}},

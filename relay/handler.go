@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -155,11 +154,9 @@ type exchange struct {
 
 	cancel context.CancelCauseFunc // of the upstream request; nil before it
 
-	// The edge watcher, started once the request body has ended.
-	watchOnce sync.Once
-	watchMu   sync.Mutex
-	watchDone bool // no watcher may start any more
-	watchers  sync.WaitGroup
+	// stopWatch stops the callback that cancels the upstream call when the
+	// edge aborts the stream; nil before the upstream call.
+	stopWatch func() bool
 
 	// For the log line.
 	start     time.Time
@@ -219,6 +216,13 @@ func (ex *exchange) serve(ctx context.Context) {
 	upCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	ex.cancel = cancel
+	// The edge aborts the stream when its client goes away; the stream's
+	// context ends at once (QUIC STOP_SENDING), even while the upstream is
+	// silent and nobody reads or writes, and the upstream call stops: a
+	// generation that nobody reads must stop costing money. No goroutine
+	// waits for it.
+	ex.stopWatch = context.AfterFunc(ex.s.Context(), func() { cancel(errEdgeAborted) })
+	defer ex.stopWatch()
 
 	var body io.Reader
 	switch {
@@ -228,7 +232,6 @@ func (ex *exchange) serve(ctx context.Context) {
 		body = http.NoBody
 	case head.ContentLength == 0:
 		body = http.NoBody
-		ex.startWatcher(true)
 	default:
 		body = &requestBody{ex: ex}
 	}
@@ -375,9 +378,7 @@ func (ex *exchange) canceled(upCtx context.Context) bool {
 	default:
 		ex.result = "session_closed"
 	}
-	ex.stopWatchers()
 	ex.s.Abort(code)
-	ex.watchers.Wait()
 	return true
 }
 
@@ -389,46 +390,17 @@ func (ex *exchange) edgeGone(err error) {
 	}
 	ex.result = "edge_gone"
 	ex.errDetail = err.Error()
-	ex.stopWatchers()
 	ex.s.Abort(proto.CodeCancel)
-	ex.watchers.Wait()
 }
 
-// closeStream ends a completed exchange: it closes the stream, which
-// unblocks the watcher, and waits for the watcher.
+// closeStream ends a completed exchange. The watch on the stream's context
+// stops first: closing our send side ends that context too, and that is not
+// the edge aborting.
 func (ex *exchange) closeStream() {
-	ex.stopWatchers()
+	if ex.stopWatch != nil {
+		ex.stopWatch()
+	}
 	ex.s.Close()
-	ex.watchers.Wait()
-}
-
-// startWatcher starts the edge watcher, once. drain says the request body
-// has not been read yet (it is empty) and the watcher reads its END first.
-func (ex *exchange) startWatcher(drain bool) {
-	ex.watchOnce.Do(func() {
-		ex.watchMu.Lock()
-		defer ex.watchMu.Unlock()
-		if ex.watchDone {
-			return
-		}
-		w := &edgeWatcher{s: ex.s, cancel: ex.cancel}
-		if drain {
-			w.r = ex.r
-		}
-		ex.watchers.Add(1)
-		go func() {
-			defer ex.watchers.Done()
-			w.run()
-		}()
-	})
-}
-
-// stopWatchers makes sure no watcher starts from now on; a running one ends
-// when the stream is closed or aborted.
-func (ex *exchange) stopWatchers() {
-	ex.watchMu.Lock()
-	ex.watchDone = true
-	ex.watchMu.Unlock()
 }
 
 // log writes the exchange's one log line. It never logs bodies, keys or
@@ -478,9 +450,8 @@ func (ex *exchange) log(ctx context.Context) {
 }
 
 // requestBody is the upstream request's body: the edge's DATA frames, read
-// by the transport as it sends them. END is io.EOF, after which the edge
-// watcher takes over the stream; any other error (a RESET from the edge, a
-// broken frame) cancels the upstream request at once.
+// by the transport as it sends them. END is io.EOF; any other error (a RESET
+// from the edge, a broken frame) cancels the upstream request at once.
 type requestBody struct{ ex *exchange }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -489,7 +460,6 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	switch {
 	case err == nil:
 	case err == io.EOF:
-		b.ex.startWatcher(false)
 	case errors.Is(err, proto.ErrProtocol):
 		b.ex.cancel(errEdgeProtocol)
 	default:
@@ -501,44 +471,6 @@ func (b *requestBody) Read(p []byte) (int, error) {
 // Close does nothing: the stream belongs to ServeStream, not to the
 // transport.
 func (b *requestBody) Close() error { return nil }
-
-// edgeWatcher keeps reading the stream after the request's END. A healthy
-// edge sends nothing more, so a read that returns anything but a clean
-// io.EOF (the edge closed its side after a complete request) means the edge
-// aborted the stream, and the upstream request is cancelled at once: a
-// generation that nobody reads must stop costing money.
-type edgeWatcher struct {
-	r      *proto.Reader // when set, the empty request body's END comes first
-	s      tunnel.Stream
-	cancel context.CancelCauseFunc
-}
-
-func (w *edgeWatcher) run() {
-	var buf [64]byte
-	if w.r != nil {
-		n, err := w.r.Read(buf[:])
-		switch {
-		case n > 0:
-			w.cancel(errEdgeProtocol) // a body after ContentLength 0
-			return
-		case errors.Is(err, proto.ErrProtocol):
-			w.cancel(errEdgeProtocol)
-			return
-		case err != io.EOF:
-			w.cancel(errEdgeAborted)
-			return
-		}
-	}
-	n, err := w.s.Read(buf[:])
-	switch {
-	case n > 0:
-		w.cancel(errEdgeProtocol) // frames after END
-	case err == io.EOF:
-		// The edge half-closed after END: nothing to watch any more.
-	default:
-		w.cancel(errEdgeAborted)
-	}
-}
 
 // Interface guards.
 var _ tunnel.Handler = (*Handler)(nil)

@@ -41,6 +41,10 @@ func (ex *exchange) switchProtocols(upCtx context.Context, resp *http.Response, 
 		ex.edgeGone(err)
 		return
 	}
+	// From here the copiers see an edge abort in their own reads and
+	// writes; the stream's context also ends at a clean half-close, which
+	// must not cut the other direction.
+	ex.stopWatch()
 	// The transport no longer watches the context once it handed the
 	// connection over (golang.org/issue/35559).
 	stop := context.AfterFunc(upCtx, func() { conn.Close() })

@@ -396,3 +396,47 @@ func TestNewClientErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamContextEndsOnPeerAbort: a relay that is not reading (waiting on a
+// silent upstream) still learns at once that the edge aborted, through the
+// stream's context, and a clean exchange does not end it early.
+func TestStreamContextEndsOnPeerAbort(t *testing.T) {
+	got := make(chan time.Time, 1)
+	_, e := pair(t, HandlerFunc(func(_ context.Context, _ *Peer, s Stream) {
+		if _, err := io.ReadFull(s, make([]byte, 5)); err != nil {
+			s.Abort(proto.CodeInternal)
+			return
+		}
+		select {
+		case <-s.Context().Done():
+			got <- time.Now()
+		case <-time.After(2 * time.Second):
+		}
+		s.Abort(proto.CodeCancel)
+	}))
+	s, _, err := e.OpenStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-got:
+		t.Fatal("relay's stream context ended before the edge aborted")
+	case <-time.After(100 * time.Millisecond):
+	}
+	start := time.Now()
+	s.Abort(proto.CodeCancel)
+	select {
+	case at := <-got:
+		if d := at.Sub(start); d > 100*time.Millisecond {
+			t.Errorf("relay's stream context ended %v after the abort, want within 100ms", d)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("relay's stream context did not end after the edge aborted")
+	}
+	if s.Context().Err() == nil {
+		t.Error("the aborting side's own context is still live")
+	}
+}

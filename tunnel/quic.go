@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -95,6 +96,10 @@ func (q *quicStream) Write(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// Context is quic-go's send-side context: cancelled by Close, CancelWrite or
+// the peer's STOP_SENDING.
+func (q *quicStream) Context() context.Context { return q.s.Context() }
 
 // CloseWrite sends a FIN: the peer reads io.EOF once it has read everything.
 func (q *quicStream) CloseWrite() error {

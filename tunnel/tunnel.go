@@ -42,6 +42,12 @@ type Stream interface {
 	Close() error
 	// ID identifies the stream within its session, for logs.
 	ID() int64
+	// Context is cancelled when the send direction has ended: by
+	// CloseWrite, Close or Abort here, or because the peer aborted the
+	// stream (on QUIC: its STOP_SENDING). It lets the owner of a stream
+	// notice a peer's abort while it is not reading, without a goroutine
+	// blocked in Read.
+	Context() context.Context
 }
 
 // Peer describes the other side of a session, as authenticated by TLS.

@@ -4,6 +4,7 @@
 package tunneltest
 
 import (
+	"context"
 	"errors"
 	"io"
 	"sync"
@@ -20,21 +21,30 @@ var nextID atomic.Int64
 
 // Pipe returns the two ends of an in-memory stream. Like a QUIC stream, each
 // direction ends with CloseWrite (the peer reads io.EOF) or Abort (the peer's
-// Read and Write fail with a *proto.ResetError carrying the code). Writes
+// Read and Write fail with a *proto.ResetError carrying the code, and its
+// Context is cancelled). Writes
 // block until the peer reads them: there is no buffering.
 func Pipe() (tunnel.Stream, tunnel.Stream) {
 	ar, bw := io.Pipe()
 	br, aw := io.Pipe()
 	id := nextID.Add(1)
-	return &end{r: ar, w: aw, id: id}, &end{r: br, w: bw, id: id}
+	a := &end{r: ar, w: aw, id: id}
+	b := &end{r: br, w: bw, id: id, peer: a}
+	a.peer = b
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	return a, b
 }
 
 type end struct {
 	r       *io.PipeReader
 	w       *io.PipeWriter
 	id      int64
+	peer    *end
 	aborted atomic.Bool
 	once    sync.Once
+	ctx     context.Context
+	cancel  context.CancelFunc // of ctx: the send direction ended
 }
 
 func (e *end) Read(p []byte) (int, error) {
@@ -53,11 +63,16 @@ func (e *end) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (e *end) CloseWrite() error { return e.w.Close() }
+func (e *end) CloseWrite() error {
+	e.cancel()
+	return e.w.Close()
+}
 
 func (e *end) Abort(code proto.ResetCode) {
 	e.once.Do(func() {
 		e.aborted.Store(true)
+		e.cancel()
+		e.peer.cancel() // as QUIC's STOP_SENDING ends the peer's send side
 		rst := &proto.ResetError{Code: code}
 		e.w.CloseWithError(rst)
 		e.r.CloseWithError(rst)
@@ -65,9 +80,12 @@ func (e *end) Abort(code proto.ResetCode) {
 }
 
 func (e *end) Close() error {
+	e.cancel()
 	e.w.Close()
 	e.r.Close()
 	return nil
 }
 
 func (e *end) ID() int64 { return e.id }
+
+func (e *end) Context() context.Context { return e.ctx }
