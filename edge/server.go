@@ -7,9 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime/debug"
 	"sync"
 	"time"
+
+	"github.com/airlock-proxy/airlock/internal/buildinfo"
 
 	"github.com/airlock-proxy/airlock/internal/admin"
 	"github.com/airlock-proxy/airlock/tunnel"
@@ -79,7 +80,7 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 		RelayAddr: c.Relays[0].Address,
 		RelayKey:  c.Relays[0].Key,
 		EdgeName:  c.Name,
-		Software:  software(),
+		Software:  buildinfo.Software(),
 		Logger:    logger.With("component", "tunnel"),
 	})
 	if err != nil {
@@ -249,12 +250,4 @@ func (s *Server) teardown(ctx context.Context, graceful bool) error {
 	}
 	s.wg.Wait()
 	return errors.Join(errs...)
-}
-
-// software names this build in HELLO: "airlock/<module version>".
-func software() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return "airlock/" + bi.Main.Version
-	}
-	return "airlock"
 }

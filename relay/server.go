@@ -8,6 +8,8 @@ import (
 	"net"
 	"sync"
 
+	"github.com/airlock-proxy/airlock/internal/buildinfo"
+
 	"github.com/airlock-proxy/airlock/internal/admin"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
@@ -64,7 +66,7 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 		RelayName: c.Name,
 		Authorize: h.Authorize,
 		Logger:    logger,
-		Software:  "airlock",
+		Software:  buildinfo.Software(),
 	}, h)
 	if err != nil {
 		h.closeIdle()

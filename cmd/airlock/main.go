@@ -22,6 +22,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/airlock-proxy/airlock/internal/buildinfo"
 )
 
 // exit codes, as infrastructure tools use them.
@@ -86,7 +88,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintf(w, "airlock %s — OpenAI API access from restricted networks\n\nUsage:\n  airlock <command> [flags]\n\nCommands:\n", version())
+	fmt.Fprintf(w, "airlock %s — OpenAI API access from restricted networks\n\nUsage:\n  airlock <command> [flags]\n\nCommands:\n", buildinfo.Version())
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-13s %s\n", c.name, c.summary)
 	}
