@@ -182,6 +182,21 @@ func (s *Server) AdminAddr() net.Addr {
 // Ready reports whether a tunnel session to the relay is up.
 func (s *Server) Ready() bool { return s.client.Ready() }
 
+// WaitReady blocks until a tunnel session is up or ctx ends. Valid after
+// Start.
+func (s *Server) WaitReady(ctx context.Context) error {
+	err := s.client.WaitReady(ctx)
+	if err == nil {
+		return nil
+	}
+	if last := s.client.LastError(); last != nil {
+		// Both wrapped: callers can tell a deadline from, say, a pin
+		// mismatch with errors.Is.
+		return fmt.Errorf("waiting for the tunnel: %w (last error: %w)", err, last)
+	}
+	return fmt.Errorf("waiting for the tunnel: %w", err)
+}
+
 // readyErr is /readyz's check: nil while a tunnel session is up.
 func (s *Server) readyErr() error {
 	if s.client.Ready() {

@@ -160,12 +160,8 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	}
 	st.EdgeURL = "http://" + st.Edge.Addr().String() + "/v1"
 
-	for !st.Edge.Ready() {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for the tunnel: %w", ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
+	if err := st.Edge.WaitReady(ctx); err != nil {
+		return nil, err
 	}
 	return st, nil
 }
