@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -366,5 +367,43 @@ func TestBulkTransfersUseBoundedMemory(t *testing.T) {
 	}
 	if g := peak(); g > budget {
 		t.Errorf("heap grew by %d MiB while moving 2×64 MiB, want under %d MiB", g>>20, budget>>20)
+	}
+}
+
+// TestExternalUpstream runs the stack the way `airlock dev -upstream URL
+// -upstream-key-env VAR` does: against an upstream that devstack did not
+// start, with a key that only the relay is given.
+func TestExternalUpstream(t *testing.T) {
+	const upstreamKey = "sk-real-upstream-key"
+	up := testupstream.New(testupstream.Options{APIKey: upstreamKey, Auth: "api-key"})
+	srv := httptest.NewServer(up)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := devstack.Start(ctx, devstack.Options{UpstreamURL: srv.URL + "/v1", UpstreamKey: upstreamKey, UpstreamAuth: "api-key"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if st.Upstream != nil {
+		t.Error("devstack started its own upstream next to the external one")
+	}
+	c := sdk(st, st.ClientKey)
+	resp, err := c.Chat.Completions.New(testCtx(t), openai.ChatCompletionNewParams{
+		Model:    "gpt-4o-mini",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("external")},
+	})
+	if err != nil {
+		t.Fatalf("chat through the external upstream: %v", err)
+	}
+	if !strings.Contains(resp.Choices[0].Message.Content, "external") {
+		t.Errorf("got %q", resp.Choices[0].Message.Content)
+	}
+	info := <-up.Requests()
+	if got := info.Header.Get("Api-Key"); got != upstreamKey {
+		t.Errorf("upstream got api-key %q, want the relay's key", got)
+	}
+	if got := info.Header.Get("Authorization"); got != "" {
+		t.Errorf("upstream got Authorization %q, want none (api-key auth, client key removed)", got)
 	}
 }
