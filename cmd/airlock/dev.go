@@ -26,10 +26,11 @@ upstream, with the key from the environment variable named by -upstream-key-env.
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	logger, err := lf.logger(stderr)
+	logger, flushLog, err := lf.logger(stderr)
 	if err != nil {
 		return err
 	}
+	defer flushLog()
 	opts := devstack.Options{EdgeListen: *listen, UpstreamAuth: *auth, Logger: logger}
 	switch {
 	case *upstream == "" && *keyEnv != "":

@@ -15,6 +15,7 @@
 package main
 
 import (
+	"github.com/airlock-proxy/airlock/internal/logbuf"
 	"errors"
 	"flag"
 	"fmt"
@@ -134,18 +135,24 @@ func (l *logFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&l.format, "log-format", "text", "log format: text or json")
 }
 
-// logger builds the process logger, writing to w.
-func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
+// logger builds the process logger, writing to w through a logbuf.Writer
+// (one write per batch of lines, not per line). Call the returned function
+// before exiting: it writes out what is buffered.
+func (l *logFlags) logger(w io.Writer) (*slog.Logger, func(), error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(l.level)); err != nil {
-		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", l.level)
+		return nil, nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", l.level)
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	var newHandler func(io.Writer, *slog.HandlerOptions) slog.Handler
 	switch strings.ToLower(l.format) {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		newHandler = func(w io.Writer, o *slog.HandlerOptions) slog.Handler { return slog.NewTextHandler(w, o) }
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		newHandler = func(w io.Writer, o *slog.HandlerOptions) slog.Handler { return slog.NewJSONHandler(w, o) }
+	default:
+		return nil, nil, fmt.Errorf("-log-format %q: want text or json", l.format)
 	}
-	return nil, fmt.Errorf("-log-format %q: want text or json", l.format)
+	buf := logbuf.New(w, 0)
+	return slog.New(newHandler(buf, opts)), func() { buf.Close() }, nil
 }

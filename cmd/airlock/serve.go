@@ -26,10 +26,11 @@ type role interface {
 
 func runEdge(args []string, _, stderr io.Writer) error {
 	var cfg edge.Config
-	logger, path, err := loadRole("edge", args, stderr, &cfg)
+	logger, flushLog, path, err := loadRole("edge", args, stderr, &cfg)
 	if err != nil {
 		return err
 	}
+	defer flushLog()
 	cfg.KeyFile = relativeTo(path, cfg.KeyFile)
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -44,10 +45,11 @@ func runEdge(args []string, _, stderr io.Writer) error {
 
 func runRelay(args []string, _, stderr io.Writer) error {
 	var cfg relay.Config
-	logger, path, err := loadRole("relay", args, stderr, &cfg)
+	logger, flushLog, path, err := loadRole("relay", args, stderr, &cfg)
 	if err != nil {
 		return err
 	}
+	defer flushLog()
 	cfg.KeyFile = relativeTo(path, cfg.KeyFile)
 	for i := range cfg.Upstreams {
 		cfg.Upstreams[i].KeyFile = relativeTo(path, cfg.Upstreams[i].KeyFile)
@@ -65,27 +67,29 @@ func runRelay(args []string, _, stderr io.Writer) error {
 
 // loadRole parses the flags of `airlock edge|relay` and decodes the config
 // file strictly into cfg.
-func loadRole(name string, args []string, stderr io.Writer, cfg any) (*slog.Logger, string, error) {
+// The returned function writes out buffered log lines; call it before
+// returning.
+func loadRole(name string, args []string, stderr io.Writer, cfg any) (*slog.Logger, func(), string, error) {
 	fs := newFlagSet(name+" -config FILE", fmt.Sprintf("Run the %s with the configuration in FILE (TOML; see deploy/examples/%s.toml).\nSIGINT or SIGTERM drains and exits; a second signal exits at once.", name, name), stderr)
 	path := fs.String("config", "", "path to the `FILE` with the "+name+" configuration (required)")
 	var lf logFlags
 	lf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	if *path == "" {
 		fmt.Fprintf(stderr, "airlock %s: -config is required\n", name)
 		fs.Usage()
-		return nil, "", errUsage
-	}
-	logger, err := lf.logger(stderr)
-	if err != nil {
-		return nil, "", err
+		return nil, nil, "", errUsage
 	}
 	if err := config.Load(*path, cfg); err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
-	return logger, *path, nil
+	logger, flushLog, err := lf.logger(stderr)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return logger, flushLog, *path, nil
 }
 
 // relativeTo resolves a file named in a config file relative to that file's
