@@ -15,10 +15,10 @@
 package main
 
 import (
-	"github.com/airlock-proxy/airlock/internal/logbuf"
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/airlock-proxy/airlock/internal/logbuf"
 	"io"
 	"log/slog"
 	"os"
