@@ -18,11 +18,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/airlock-proxy/airlock/internal/logbuf"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/airlock-proxy/airlock/internal/logbuf"
 
 	"github.com/airlock-proxy/airlock/internal/buildinfo"
 )
