@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/airlock-proxy/airlock/proto"
+
 	"github.com/airlock-proxy/airlock/internal/config"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
@@ -235,7 +237,7 @@ func checkName(key, v string) error {
 	if v == "" {
 		return fmt.Errorf("%s: must not be empty", key)
 	}
-	if !printableASCII(v) {
+	if !proto.Printable(v) {
 		return fmt.Errorf("%s = %q: want printable ASCII without spaces", key, v)
 	}
 	return nil
@@ -252,15 +254,4 @@ func checkHostPort(addr string) error {
 		return fmt.Errorf("invalid port %q", port)
 	}
 	return nil
-}
-
-// printableASCII reports whether s has only bytes 0x21 to 0x7e, what proto
-// accepts for names and ids.
-func printableASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] >= 0x7f {
-			return false
-		}
-	}
-	return true
 }

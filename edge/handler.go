@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/airlock-proxy/airlock/proto"
+
 	"github.com/airlock-proxy/airlock/tunnel"
 )
 
@@ -119,7 +121,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	requested := r.Header.Get(headerUpstream)
-	if requested != "" && !printableASCII(requested) {
+	if requested != "" && !proto.Printable(requested) {
 		ex.fail(&apiError{
 			status: http.StatusBadRequest, typ: typeInvalidRequest, code: codeInvalidRequest,
 			message: "airlock edge: the Airlock-Upstream header must be an upstream name (printable ASCII without spaces)",

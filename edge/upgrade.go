@@ -24,7 +24,7 @@ var errShuttingDown = errors.New("edge is shutting down")
 // have ended. END is a half-close in either direction.
 func (ex *exchange) serveUpgrade(resp *proto.ResponseHead) {
 	got := resp.Header.Get("Upgrade")
-	if !strings.EqualFold(got, ex.upgrade) || !printableASCII(got) {
+	if !strings.EqualFold(got, ex.upgrade) || !proto.Printable(got) {
 		ex.failBeforeHead(fmt.Errorf("relay switched protocols to %q, the client asked for %q: %w",
 			got, ex.upgrade, proto.ErrProtocol))
 		return

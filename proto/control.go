@@ -137,7 +137,7 @@ func DecodeMessage(t FrameType, p []byte) (Message, error) {
 			d.err = protocolErrorf("%s: more than %d %s", t, maxListItems, what)
 			return
 		}
-		if !printableASCII(string(d.val)) || len(d.val) == 0 {
+		if !Printable(string(d.val)) || len(d.val) == 0 {
 			d.err = protocolErrorf("%s: invalid %s %q", t, what, d.val)
 			return
 		}

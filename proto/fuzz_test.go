@@ -56,7 +56,7 @@ func checkRequestHead(t *testing.T, h *RequestHead, lim Limits) {
 	if h.Method == "" || !isToken(h.Method) {
 		t.Fatalf("accepted method %q", h.Method)
 	}
-	if !strings.HasPrefix(h.Path, "/") || !printableASCII(h.Path) {
+	if !strings.HasPrefix(h.Path, "/") || !Printable(h.Path) {
 		t.Fatalf("accepted path %q", h.Path)
 	}
 	if h.Header == nil {

@@ -122,13 +122,13 @@ func DecodeRequestHead(p []byte, lim Limits) (*RequestHead, error) {
 	if h.Method == "" || !isToken(h.Method) {
 		return nil, protocolErrorf("request head: invalid method %q", h.Method)
 	}
-	if !strings.HasPrefix(h.Path, "/") || !printableASCII(h.Path) {
+	if !strings.HasPrefix(h.Path, "/") || !Printable(h.Path) {
 		return nil, protocolErrorf("request head: invalid path %q", h.Path)
 	}
 	for _, f := range []struct{ name, v string }{
 		{"request id", h.RequestID}, {"upstream", h.Upstream}, {"client", h.Client},
 	} {
-		if !printableASCII(f.v) {
+		if !Printable(f.v) {
 			return nil, protocolErrorf("request head: invalid %s %q", f.name, f.v)
 		}
 	}
@@ -243,9 +243,10 @@ func isToken(s string) bool {
 	return true
 }
 
-// printableASCII reports whether s has only bytes 0x21 to 0x7e. Paths, ids and
-// names never carry spaces or control characters.
-func printableASCII(s string) bool {
+// Printable reports whether s has only bytes 0x21 to 0x7e (the empty string
+// has none). Paths, ids and names in heads never carry spaces, control
+// characters or non-ASCII bytes; edge and relay check names against it.
+func Printable(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] <= ' ' || s[i] >= 0x7f {
 			return false

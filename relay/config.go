@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/airlock-proxy/airlock/proto"
+
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/airlock-proxy/airlock/internal/config"
@@ -209,7 +211,7 @@ func (c *Config) validatePeers() error {
 		if e.Name == "" {
 			return fmt.Errorf("edge #%d: name: must not be empty", i+1)
 		}
-		if !printable(e.Name) {
+		if !proto.Printable(e.Name) {
 			return fmt.Errorf("edge %q: name: must be printable ASCII without spaces", e.Name)
 		}
 		if names[e.Name] {
@@ -243,7 +245,7 @@ func (u *UpstreamConfig) validate() error {
 	if u.Name == "" {
 		return errors.New("upstream: name: must not be empty")
 	}
-	if !printable(u.Name) {
+	if !proto.Printable(u.Name) {
 		return fmt.Errorf("upstream %q: name: must be printable ASCII without spaces", u.Name)
 	}
 	if _, err := parseBaseURL(u.BaseURL); err != nil {
@@ -322,19 +324,6 @@ func redactURL(s string) string {
 		return s
 	}
 	return u.Redacted()
-}
-
-// printable reports whether s is non-empty printable ASCII without spaces.
-func printable(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] >= 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 const redacted = "[redacted]"

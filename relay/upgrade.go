@@ -20,7 +20,7 @@ import (
 // pipe of DATA frames in both directions, END being a half-close.
 func (ex *exchange) switchProtocols(upCtx context.Context, resp *http.Response, reqUpgrade string) {
 	respUpgrade, _ := hopheader.UpgradeType(resp.Header)
-	if reqUpgrade == "" || !printable(respUpgrade) || !strings.EqualFold(reqUpgrade, respUpgrade) {
+	if reqUpgrade == "" || !proto.Printable(respUpgrade) || !strings.EqualFold(reqUpgrade, respUpgrade) {
 		ex.fail(errUpstreamBadSwitch(ex.upstream))
 		return
 	}

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/airlock-proxy/airlock/proto"
+
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -63,18 +65,5 @@ func UpgradeType(h http.Header) (typ string, ok bool) {
 	if typ = h.Get("Upgrade"); typ == "" {
 		return "", true
 	}
-	return typ, Printable(typ)
-}
-
-// Printable reports whether s is non-empty and has only bytes 0x21 to 0x7e.
-func Printable(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] >= 0x7f {
-			return false
-		}
-	}
-	return true
+	return typ, proto.Printable(typ)
 }
