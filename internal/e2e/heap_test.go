@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net"
 	"runtime"
 	"sync"
 	"testing"
@@ -44,4 +45,14 @@ func watchHeap(t *testing.T) func() uint64 {
 		defer mu.Unlock()
 		return peak
 	}
+}
+
+// listenLoopback returns a listener on a free loopback port and its URL.
+func listenLoopback(tb testing.TB) (net.Listener, string) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ln, "http://" + ln.Addr().String()
 }
