@@ -1,19 +1,16 @@
 package edge
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
+
+	"github.com/airlock-proxy/airlock/internal/apierror"
 )
 
-// OpenAI error types and the codes airlock uses with them. SDKs branch on the
+// The OpenAI error codes the edge uses (types are in package apierror). SDKs branch on the
 // status and show the message, so each message says what went wrong and that
 // airlock (not the upstream) said it.
 const (
-	typeInvalidRequest = "invalid_request_error"
-	typePermission     = "permission_error"
-	typeServer         = "server_error"
-
 	codeInvalidAPIKey      = "invalid_api_key"
 	codeNotFound           = "not_found"
 	codeRequestTooLarge    = "request_too_large"
@@ -48,33 +45,10 @@ type apiError struct {
 	retry bool
 }
 
-// errorBody is OpenAI's error shape:
-// {"error":{"message":"...","type":"...","param":null,"code":"..."}}.
-type errorBody struct {
-	Error errorFields `json:"error"`
-}
-
-type errorFields struct {
-	Message string  `json:"message"`
-	Type    string  `json:"type"`
-	Param   *string `json:"param"`
-	Code    string  `json:"code"`
-}
-
-// marshal returns the JSON body, ending in a newline.
-func (e *apiError) marshal() []byte {
-	b, err := json.Marshal(errorBody{Error: errorFields{Message: e.message, Type: e.typ, Code: e.code}})
-	if err != nil {
-		// Only strings are encoded, which cannot fail.
-		panic("edge: encoding error JSON: " + err.Error())
-	}
-	return append(b, '\n')
-}
-
 // write sends the error as the whole response. Headers already set on w
 // (request id, CORS) are kept.
 func (e *apiError) write(w http.ResponseWriter) {
-	body := e.marshal()
+	body := apierror.Body(e.typ, e.code, "", e.message)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/airlock-proxy/airlock/internal/apierror"
+
 	"github.com/airlock-proxy/airlock/internal/hopheader"
 
 	"github.com/airlock-proxy/airlock/proto"
@@ -125,7 +127,7 @@ func (ex *exchange) requestHead() (*proto.RequestHead, *apiError) {
 	h := requestHeader(r, ex.upgrade)
 	if n, size := headerSize(h); n > proto.DefaultMaxHeaderCount || size+len(path) > proto.DefaultMaxHeadSize-1024 {
 		return nil, &apiError{
-			status: http.StatusRequestHeaderFieldsTooLarge, typ: typeInvalidRequest, code: codeHeadersTooLarge,
+			status: http.StatusRequestHeaderFieldsTooLarge, typ: apierror.TypeInvalidRequest, code: codeHeadersTooLarge,
 			message: fmt.Sprintf("airlock edge: the request headers are too large: at most %d fields and %d KiB",
 				proto.DefaultMaxHeaderCount, proto.DefaultMaxHeadSize>>10-1),
 		}
@@ -178,7 +180,7 @@ func (ex *exchange) open() bool {
 			msg = "airlock edge: opening a tunnel stream to the relay failed; retry shortly"
 		}
 		ex.fail(&apiError{
-			status: http.StatusServiceUnavailable, typ: typeServer, code: codeTunnelUnavailable,
+			status: http.StatusServiceUnavailable, typ: apierror.TypeServer, code: codeTunnelUnavailable,
 			message: msg, retry: true,
 		})
 		return false
@@ -333,20 +335,20 @@ func streamError(err error) *apiError {
 	var rst *proto.ResetError
 	if !errors.As(err, &rst) {
 		return &apiError{
-			status: http.StatusBadGateway, typ: typeServer, code: codeUpstreamError,
+			status: http.StatusBadGateway, typ: apierror.TypeServer, code: codeUpstreamError,
 			message: "airlock edge: the tunnel stream to the relay broke before the response head",
 		}
 	}
 	switch rst.Code {
 	case proto.CodeRefused:
 		return &apiError{
-			status: http.StatusServiceUnavailable, typ: typeServer, code: codeTunnelUnavailable,
+			status: http.StatusServiceUnavailable, typ: apierror.TypeServer, code: codeTunnelUnavailable,
 			message: "airlock relay refused the request before calling the upstream (draining or at capacity); retry shortly",
 			retry:   true,
 		}
 	case proto.CodeUpstreamTimeout:
 		return &apiError{
-			status: http.StatusGatewayTimeout, typ: typeServer, code: codeUpstreamTimeout,
+			status: http.StatusGatewayTimeout, typ: apierror.TypeServer, code: codeUpstreamTimeout,
 			message: "airlock relay: the upstream did not answer in time",
 		}
 	}
@@ -354,7 +356,7 @@ func streamError(err error) *apiError {
 	if rst.Message != "" {
 		msg += ": " + truncate(rst.Message, maxEchoed)
 	}
-	return &apiError{status: http.StatusBadGateway, typ: typeServer, code: codeUpstreamError, message: msg}
+	return &apiError{status: http.StatusBadGateway, typ: apierror.TypeServer, code: codeUpstreamError, message: msg}
 }
 
 // writeResponseHead copies the relay's head to the client and flushes it,
@@ -469,13 +471,13 @@ func (ex *exchange) finish() {
 // tooLarge is the 413 answer.
 func (ex *exchange) tooLarge() *apiError {
 	return &apiError{
-		status: http.StatusRequestEntityTooLarge, typ: typeInvalidRequest, code: codeRequestTooLarge,
+		status: http.StatusRequestEntityTooLarge, typ: apierror.TypeInvalidRequest, code: codeRequestTooLarge,
 		message: fmt.Sprintf("airlock edge: the request body is larger than this edge accepts (%d bytes)", ex.h.maxBody),
 	}
 }
 
 func badRequest(msg string) *apiError {
-	return &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest, code: codeInvalidRequest, message: msg}
+	return &apiError{status: http.StatusBadRequest, typ: apierror.TypeInvalidRequest, code: codeInvalidRequest, message: msg}
 }
 
 // fail answers the client with e before any response head.

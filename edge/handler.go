@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/airlock-proxy/airlock/internal/apierror"
+
 	"github.com/airlock-proxy/airlock/proto"
 
 	"github.com/airlock-proxy/airlock/tunnel"
@@ -90,7 +92,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	if !strings.HasPrefix(r.URL.Path, apiPrefix) {
 		ex.fail(&apiError{
-			status: http.StatusNotFound, typ: typeInvalidRequest, code: codeNotFound,
+			status: http.StatusNotFound, typ: apierror.TypeInvalidRequest, code: codeNotFound,
 			message: fmt.Sprintf("airlock edge: invalid URL (%s %s): the API is served under /v1/",
 				r.Method, truncate(r.URL.Path, maxEchoed)),
 		})
@@ -105,7 +107,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		key := requestKey(r.Header)
 		if key == "" {
 			ex.fail(&apiError{
-				status: http.StatusUnauthorized, typ: typeInvalidRequest, code: codeInvalidAPIKey,
+				status: http.StatusUnauthorized, typ: apierror.TypeInvalidRequest, code: codeInvalidAPIKey,
 				message: "airlock edge: you didn't provide an API key: send your airlock client key " +
 					"as \"Authorization: Bearer <key>\" or \"api-key: <key>\"",
 			})
@@ -113,7 +115,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if ex.client = h.keys.lookup(key); ex.client == nil {
 			ex.fail(&apiError{
-				status: http.StatusUnauthorized, typ: typeInvalidRequest, code: codeInvalidAPIKey,
+				status: http.StatusUnauthorized, typ: apierror.TypeInvalidRequest, code: codeInvalidAPIKey,
 				message: "airlock edge: Incorrect API key provided: this edge knows no client with this key " +
 					"(use the client key from airlock init or airlock keygen -client, not an upstream key)",
 			})
@@ -123,7 +125,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	requested := r.Header.Get(headerUpstream)
 	if requested != "" && !proto.Printable(requested) {
 		ex.fail(&apiError{
-			status: http.StatusBadRequest, typ: typeInvalidRequest, code: codeInvalidRequest,
+			status: http.StatusBadRequest, typ: apierror.TypeInvalidRequest, code: codeInvalidRequest,
 			message: "airlock edge: the Airlock-Upstream header must be an upstream name (printable ASCII without spaces)",
 		})
 		return
@@ -131,7 +133,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	upstream, ok := ex.client.pickUpstream(requested, h.upstream)
 	if !ok {
 		ex.fail(&apiError{
-			status: http.StatusForbidden, typ: typePermission, code: codeUpstreamNotAllowed,
+			status: http.StatusForbidden, typ: apierror.TypePermission, code: codeUpstreamNotAllowed,
 			message: fmt.Sprintf("airlock edge: client %q may not use upstream %q", ex.client.name, truncate(requested, maxEchoed)),
 		})
 		return

@@ -2,13 +2,14 @@ package relay
 
 import (
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+
+	"github.com/airlock-proxy/airlock/internal/apierror"
 
 	"github.com/airlock-proxy/airlock/proto"
 )
@@ -24,26 +25,9 @@ type apiError struct {
 	result  string // for the exchange's log line
 }
 
-// errorBody is the OpenAI error JSON:
-// {"error":{"message":"...","type":"...","param":null,"code":"..."}}.
-type errorBody struct {
-	Error errorObject `json:"error"`
-}
-
-type errorObject struct {
-	Message string  `json:"message"`
-	Type    string  `json:"type"`
-	Param   *string `json:"param"`
-	Code    string  `json:"code"`
-}
-
 // writeAPIError writes e as a whole response: HEAD, one DATA, END.
 func writeAPIError(w *proto.Writer, e *apiError) error {
-	body, err := json.Marshal(errorBody{Error: errorObject{Message: e.message, Type: e.typ, Code: e.code}})
-	if err != nil {
-		return fmt.Errorf("encoding error body: %w", err)
-	}
-	body = append(body, '\n')
+	body := apierror.Body(e.typ, e.code, "", e.message)
 	head := &proto.ResponseHead{
 		Status: e.status,
 		Header: http.Header{
@@ -65,7 +49,7 @@ func writeAPIError(w *proto.Writer, e *apiError) error {
 func errBadPath(err error) *apiError {
 	return &apiError{
 		status:  http.StatusBadRequest,
-		typ:     "invalid_request_error",
+		typ:     apierror.TypeInvalidRequest,
 		code:    "invalid_path",
 		message: "airlock relay: invalid request path: " + err.Error(),
 		result:  "bad_path",
@@ -75,7 +59,7 @@ func errBadPath(err error) *apiError {
 func errBadUpgrade() *apiError {
 	return &apiError{
 		status:  http.StatusBadRequest,
-		typ:     "invalid_request_error",
+		typ:     apierror.TypeInvalidRequest,
 		code:    "invalid_upgrade",
 		message: "airlock relay: the Upgrade header is not printable ASCII",
 		result:  "bad_upgrade",
@@ -85,7 +69,7 @@ func errBadUpgrade() *apiError {
 func errMethodNotAllowed(method string) *apiError {
 	return &apiError{
 		status:  http.StatusMethodNotAllowed,
-		typ:     "invalid_request_error",
+		typ:     apierror.TypeInvalidRequest,
 		code:    "method_not_allowed",
 		message: "airlock relay: method " + method + " is not forwarded",
 		result:  "bad_method",
@@ -95,7 +79,7 @@ func errMethodNotAllowed(method string) *apiError {
 func errUnknownUpstream(name string) *apiError {
 	return &apiError{
 		status:  http.StatusNotFound,
-		typ:     "invalid_request_error",
+		typ:     apierror.TypeInvalidRequest,
 		code:    "not_found",
 		message: "airlock relay: no upstream named " + strconv.Quote(name),
 		result:  "unknown_upstream",
@@ -105,7 +89,7 @@ func errUnknownUpstream(name string) *apiError {
 func errForbiddenUpstream(name, edge string) *apiError {
 	return &apiError{
 		status:  http.StatusForbidden,
-		typ:     "permission_error",
+		typ:     apierror.TypePermission,
 		code:    "upstream_not_allowed",
 		message: fmt.Sprintf("airlock relay: edge %q may not use upstream %q", edge, name),
 		result:  "forbidden_upstream",
@@ -115,7 +99,7 @@ func errForbiddenUpstream(name, edge string) *apiError {
 func errUnknownEdge() *apiError {
 	return &apiError{
 		status:  http.StatusForbidden,
-		typ:     "permission_error",
+		typ:     apierror.TypePermission,
 		code:    "edge_not_allowed",
 		message: "airlock relay: this edge is not in the relay's configuration",
 		result:  "unknown_edge",
@@ -130,7 +114,7 @@ func errUpstreamFailed(name string, err error) *apiError {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return &apiError{
 			status:  http.StatusGatewayTimeout,
-			typ:     "server_error",
+			typ:     apierror.TypeServer,
 			code:    "upstream_timeout",
 			message: fmt.Sprintf("airlock relay: upstream %q did not answer in time", name),
 			result:  "upstream_timeout",
@@ -150,7 +134,7 @@ func errUpstreamFailed(name string, err error) *apiError {
 	}
 	return &apiError{
 		status:  http.StatusBadGateway,
-		typ:     "server_error",
+		typ:     apierror.TypeServer,
 		code:    "upstream_error",
 		message: fmt.Sprintf("airlock relay: upstream %q %s", name, what),
 		result:  "upstream_error",
@@ -160,7 +144,7 @@ func errUpstreamFailed(name string, err error) *apiError {
 func errUpstreamBadSwitch(name string) *apiError {
 	return &apiError{
 		status:  http.StatusBadGateway,
-		typ:     "server_error",
+		typ:     apierror.TypeServer,
 		code:    "upstream_error",
 		message: fmt.Sprintf("airlock relay: upstream %q switched to a protocol the client did not ask for", name),
 		result:  "upstream_error",

@@ -249,6 +249,13 @@ func within(t *testing.T, d time.Duration, f func() error) error {
 	}
 }
 
+// errorObject is the decoded "error" member of an OpenAI error body.
+type errorObject struct {
+	Message string `json:"message"`
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+}
+
 // apiErrorOf decodes an OpenAI-shaped error body.
 func apiErrorOf(t *testing.T, head *proto.ResponseHead, body []byte) errorObject {
 	t.Helper()

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/airlock-proxy/airlock/internal/apierror"
 )
 
 // maxFormField bounds a non-file multipart field ("model", "purpose", ...).
@@ -281,6 +283,6 @@ func (s *Server) deleteFile(w http.ResponseWriter, r *http.Request) {
 }
 
 func fileNotFound(w http.ResponseWriter, id string) {
-	writeError(w, http.StatusNotFound, "invalid_request_error", "not_found", "id",
+	writeError(w, http.StatusNotFound, apierror.TypeInvalidRequest, "not_found", "id",
 		fmt.Sprintf("airlock test upstream: no such file: %s", id))
 }

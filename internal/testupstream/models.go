@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+
+	"github.com/airlock-proxy/airlock/internal/apierror"
 )
 
 // Models are the model IDs GET /v1/models lists. Chat, completion and
@@ -58,7 +60,7 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeError(w, http.StatusNotFound, "invalid_request_error", "model_not_found", "model",
+	writeError(w, http.StatusNotFound, apierror.TypeInvalidRequest, "model_not_found", "model",
 		fmt.Sprintf("airlock test upstream: the model %q does not exist", id))
 }
 

@@ -55,6 +55,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/airlock-proxy/airlock/internal/apierror"
 )
 
 // Options configure a Server. The zero value checks no key and paces streams
@@ -202,7 +204,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Ratelimit-Remaining-Requests", strconv.FormatInt(rateLimitRequests-1-(n-1)%rateLimitRequests, 10))
 
 	if !s.authorized(r) {
-		writeError(rw, http.StatusUnauthorized, "invalid_request_error", "invalid_api_key", "",
+		writeError(rw, http.StatusUnauthorized, apierror.TypeInvalidRequest, "invalid_api_key", "",
 			"airlock test upstream: missing or incorrect API key")
 		return
 	}
@@ -236,7 +238,7 @@ func testHeaders(w http.ResponseWriter, r *http.Request) bool {
 	if v := r.Header.Get("X-Test-Delay"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			writeError(w, http.StatusBadRequest, "invalid_request_error", "", "",
+			writeError(w, http.StatusBadRequest, apierror.TypeInvalidRequest, "", "",
 				"airlock test upstream: X-Test-Delay must be a duration such as 2s")
 			return false
 		}
@@ -247,16 +249,16 @@ func testHeaders(w http.ResponseWriter, r *http.Request) bool {
 	if v := r.Header.Get("X-Test-Status"); v != "" {
 		code, err := strconv.Atoi(v)
 		if err != nil || code < 400 || code > 599 {
-			writeError(w, http.StatusBadRequest, "invalid_request_error", "", "",
+			writeError(w, http.StatusBadRequest, apierror.TypeInvalidRequest, "", "",
 				"airlock test upstream: X-Test-Status must be a status from 400 to 599")
 			return false
 		}
-		typ := "invalid_request_error"
+		typ := apierror.TypeInvalidRequest
 		switch {
 		case code == http.StatusTooManyRequests:
-			typ = "rate_limit_error"
+			typ = apierror.TypeRateLimit
 		case code >= 500:
-			typ = "server_error"
+			typ = apierror.TypeServer
 		}
 		writeError(w, code, typ, "test_status", "",
 			fmt.Sprintf("airlock test upstream: status %d requested by X-Test-Status", code))
@@ -290,7 +292,7 @@ var routes = map[string]map[string]handlerFunc{
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	methods := match(r)
 	if methods == nil {
-		writeError(w, http.StatusNotFound, "invalid_request_error", "not_found", "",
+		writeError(w, http.StatusNotFound, apierror.TypeInvalidRequest, "not_found", "",
 			fmt.Sprintf("airlock test upstream: unknown path %s %s", r.Method, r.URL.EscapedPath()))
 		return
 	}
@@ -306,7 +308,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		w.Header().Set("Allow", strings.Join(allow, ", "))
-		writeError(w, http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed", "",
+		writeError(w, http.StatusMethodNotAllowed, apierror.TypeInvalidRequest, "method_not_allowed", "",
 			fmt.Sprintf("airlock test upstream: method %s not allowed on %s", r.Method, r.URL.EscapedPath()))
 		return
 	}
@@ -388,32 +390,19 @@ func flush(w http.ResponseWriter) error {
 	return http.NewResponseController(w).Flush()
 }
 
-// apiError is the "error" member of an OpenAI error response.
-type apiError struct {
-	Message string  `json:"message"`
-	Type    string  `json:"type"`
-	Param   *string `json:"param"`
-	Code    *string `json:"code"`
-}
-
 // writeError answers status with an OpenAI error JSON. Empty code or param
 // are sent as null.
 func writeError(w http.ResponseWriter, status int, typ, code, param, msg string) {
-	e := apiError{Message: msg, Type: typ}
-	if code != "" {
-		e.Code = &code
-	}
-	if param != "" {
-		e.Param = &param
-	}
-	writeJSON(w, status, struct {
-		Error apiError `json:"error"`
-	}{e})
+	b := apierror.Body(typ, code, param, msg)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
 }
 
 // badRequest answers 400 invalid_request_error about param.
 func badRequest(w http.ResponseWriter, param, msg string) {
-	writeError(w, http.StatusBadRequest, "invalid_request_error", "", param, "airlock test upstream: "+msg)
+	writeError(w, http.StatusBadRequest, apierror.TypeInvalidRequest, "", param, "airlock test upstream: "+msg)
 }
 
 // writeJSON answers status with v as JSON and a Content-Length.
@@ -437,7 +426,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	if err := json.NewDecoder(body).Decode(v); err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			writeError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large", "",
+			writeError(w, http.StatusRequestEntityTooLarge, apierror.TypeInvalidRequest, "request_too_large", "",
 				fmt.Sprintf("airlock test upstream: request body larger than %d bytes", maxJSONBody))
 			return false
 		}
