@@ -393,11 +393,7 @@ func flush(w http.ResponseWriter) error {
 // writeError answers status with an OpenAI error JSON. Empty code or param
 // are sent as null.
 func writeError(w http.ResponseWriter, status int, typ, code, param, msg string) {
-	b := apierror.Body(typ, code, param, msg)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
+	writeJSONBody(w, status, apierror.Body(typ, code, param, msg))
 }
 
 // badRequest answers 400 invalid_request_error about param.
@@ -412,7 +408,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		// Only our own types reach here; a failure is a bug in this package.
 		panic(fmt.Sprintf("testupstream: marshal response: %v", err))
 	}
-	b = append(b, '\n')
+	writeJSONBody(w, status, append(b, '\n'))
+}
+
+// writeJSONBody answers status with the JSON body b and a Content-Length.
+func writeJSONBody(w http.ResponseWriter, status int, b []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
