@@ -311,7 +311,7 @@ func TestAccessLog(t *testing.T) {
 	deadline := time.Now().Add(2 * time.Second)
 	for len(lines) < 2 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond) // the line is written after the response
-		lines = e.logs.logLines(t)
+		lines = e.logs.Lines(t)
 	}
 	if len(lines) != 2 {
 		t.Fatalf("got %d log lines, want 2:\n%s", len(lines), e.logs.String())

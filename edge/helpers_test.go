@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlock-proxy/airlock/internal/testlog"
+
 	"github.com/airlock-proxy/airlock/proto"
 	"github.com/airlock-proxy/airlock/tunnel"
 	"github.com/airlock-proxy/airlock/tunnel/tunneltest"
@@ -164,7 +166,7 @@ type testEdge struct {
 	URL    string
 	opener *fakeOpener
 	srv    *httptest.Server
-	logs   *syncBuffer
+	logs   *testlog.Buffer
 }
 
 // newTestEdge starts the handler for cfg (testConfig when nil) with relay
@@ -175,7 +177,7 @@ func newTestEdge(t *testing.T, cfg *Config, relay relayFunc) *testEdge {
 		cfg = testConfig()
 	}
 	o := &fakeOpener{t: t, relay: relay, peer: &tunnel.Peer{Name: "relay-1", Upstreams: []string{"openai"}}}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	h, err := NewHandler(cfg, o, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatalf("NewHandler: %v", err)
@@ -257,41 +259,6 @@ func checkErrorJSON(t *testing.T, resp *http.Response, body []byte, status int, 
 		t.Errorf("message %q does not name airlock", msg)
 	}
 	return msg
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// logLines returns the access log lines decoded.
-func (s *syncBuffer) logLines(t *testing.T) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for line := range strings.SplitSeq(strings.TrimSpace(s.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		out = append(out, m)
-	}
-	return out
 }
 
 // isReset reports whether err carries a RESET with code.

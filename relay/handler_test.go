@@ -1,12 +1,10 @@
 package relay
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/airlock-proxy/airlock/internal/testlog"
 
 	"github.com/airlock-proxy/airlock/proto"
 	"github.com/airlock-proxy/airlock/tunnel/tunneltest"
@@ -699,18 +699,13 @@ func TestExchangeLogLine(t *testing.T) {
 }
 
 // lastLogLine decodes the last JSON log line.
-func lastLogLine(t *testing.T, logs *syncBuffer) map[string]any {
+func lastLogLine(t *testing.T, logs *testlog.Buffer) map[string]any {
 	t.Helper()
-	var last string
-	sc := bufio.NewScanner(strings.NewReader(logs.String()))
-	for sc.Scan() {
-		last = sc.Text()
+	lines := logs.Lines(t)
+	if len(lines) == 0 {
+		t.Fatal("no log line")
 	}
-	var m map[string]any
-	if err := json.Unmarshal([]byte(last), &m); err != nil {
-		t.Fatalf("log line %q: %v", last, err)
-	}
-	return m
+	return lines[len(lines)-1]
 }
 
 // TestSuccessfulExchangeLogsAtDebug: the edge writes the access line, so a

@@ -11,9 +11,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/airlock-proxy/airlock/internal/testlog"
 
 	"github.com/airlock-proxy/airlock/proto"
 	"github.com/airlock-proxy/airlock/tunnel"
@@ -59,28 +60,10 @@ func testConfig(ups ...UpstreamConfig) *Config {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use, for captured logs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // newTestHandler builds a Handler whose logs go to the returned buffer (JSON).
-func newTestHandler(t *testing.T, cfg *Config) (*Handler, *syncBuffer) {
+func newTestHandler(t *testing.T, cfg *Config) (*Handler, *testlog.Buffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	h, err := NewHandler(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatalf("NewHandler: %v", err)

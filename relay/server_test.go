@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/airlock-proxy/airlock/internal/testlog"
+
 	"github.com/airlock-proxy/airlock/proto"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
@@ -24,7 +26,7 @@ func TestServerOverQUIC(t *testing.T) {
 		io.WriteString(w, "hi from "+r.URL.Path)
 	})
 	relayID, edgeID := mustIdentity(t), mustIdentity(t)
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	s, err := NewServer(&Config{
 		Listen:      "127.0.0.1:0",
 		AdminListen: "127.0.0.1:0",
