@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/airlock-proxy/airlock/internal/apierror"
@@ -218,7 +219,8 @@ func (ex *exchange) sendRequest(head *proto.RequestHead) error {
 	// stream may flow) while the body is still arriving. HTTP/2 is always
 	// full duplex, and the error for writers that cannot is harmless.
 	ex.rc.EnableFullDuplex()
-	ex.body = &requestBodySender{pw: ex.pw, s: ex.s, body: body, r: r, done: make(chan struct{})}
+	ex.body = &requestBodySender{pw: ex.pw, s: ex.s, r: r, done: make(chan struct{})}
+	ex.body.body = &eofReader{r: body, eof: &ex.body.bodyEOF}
 	go ex.body.run()
 	return nil
 }
@@ -232,6 +234,9 @@ type requestBodySender struct {
 	body io.Reader
 	r    *http.Request // for its trailers, valid after the body's EOF
 	done chan struct{}
+	// bodyEOF is set once the client's body has been read to its end:
+	// from then on the sender never reads the client connection again.
+	bodyEOF atomic.Bool
 
 	// Set before done is closed.
 	n   int64
@@ -256,6 +261,20 @@ func (b *requestBodySender) run() {
 		b.pw.Reset(proto.CodeCancel, "airlock edge: reading the request body failed")
 		b.s.Abort(proto.CodeCancel)
 	}
+}
+
+// eofReader records in eof that r returned io.EOF.
+type eofReader struct {
+	r   io.Reader
+	eof *atomic.Bool
+}
+
+func (e *eofReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err == io.EOF {
+		e.eof.Store(true)
+	}
+	return n, err
 }
 
 // ended reports whether the sender has finished.
@@ -283,13 +302,19 @@ func cleanTrailer(t http.Header) http.Header {
 // stopBody makes a still-running requestBodySender return and waits for it.
 // The stream must be aborted first, so that a blocked write returns; a read
 // of the client's body blocked on the network returns through a read
-// deadline in the past.
+// deadline in the past. Once the body has been read to its end, the deadline
+// is never set: net/http then reads the idle connection in the background to
+// notice a client that leaves, and a deadline hitting that read would cancel
+// the connection's context, failing the next request on a kept-alive
+// connection before it starts.
 func (ex *exchange) stopBody() {
 	b := ex.body
 	if b == nil || b.ended() {
 		return
 	}
-	ex.rc.SetReadDeadline(time.Now())
+	if !b.bodyEOF.Load() {
+		ex.rc.SetReadDeadline(time.Now())
+	}
 	<-b.done
 }
 
