@@ -7,8 +7,8 @@ import (
 	"sync"
 )
 
-// Message is one control-stream message: *Hello, *Welcome, *Ping, *Pong or
-// *GoAway.
+// Message is one control-stream message: *Hello, *Welcome, *Ping, *Pong,
+// *GoAway or *StreamReset.
 type Message interface {
 	frameType() FrameType
 	appendTo(b []byte) []byte
@@ -56,6 +56,20 @@ type GoAway struct {
 	Reason string
 }
 
+// StreamReset aborts one exchange stream of the session, on transports whose
+// streams carry no reset code (yamux). Either side may send it.
+type StreamReset struct {
+	// StreamID is the transport's ID of the aborted stream.
+	StreamID uint64
+	// Code says why.
+	Code ResetCode
+	// StopSending says that the sender only stopped reading (QUIC's
+	// STOP_SENDING): the receiver's writes fail, and what the sender wrote
+	// before is still read to its end. Otherwise both directions are
+	// aborted (RESET_STREAM and STOP_SENDING).
+	StopSending bool
+}
+
 // Field tags of control messages.
 const (
 	tagHelloVersion  = 1
@@ -72,6 +86,10 @@ const (
 	tagPingID = 1
 
 	tagGoAwayReason = 1
+
+	tagStreamResetID          = 1
+	tagStreamResetCode        = 2
+	tagStreamResetStopSending = 3
 )
 
 // maxListItems bounds the repeated fields of control messages.
@@ -122,6 +140,17 @@ func (*GoAway) frameType() FrameType { return FrameGoAway }
 func (m *GoAway) appendTo(b []byte) []byte {
 	e := fieldEncoder{b}
 	e.stringIfSet(tagGoAwayReason, m.Reason)
+	return e.b
+}
+
+func (*StreamReset) frameType() FrameType { return FrameStreamReset }
+func (m *StreamReset) appendTo(b []byte) []byte {
+	e := fieldEncoder{b}
+	e.uint(tagStreamResetID, m.StreamID)
+	e.uint(tagStreamResetCode, uint64(m.Code))
+	if m.StopSending {
+		e.uint(tagStreamResetStopSending, 1)
+	}
 	return e.b
 }
 
@@ -199,6 +228,27 @@ func DecodeMessage(t FrameType, p []byte) (Message, error) {
 			}
 		}
 		m = g
+	case FrameStreamReset:
+		r := &StreamReset{}
+		for d.next() {
+			switch d.tag {
+			case tagStreamResetID:
+				r.StreamID = d.uint("STREAM_RESET: stream id")
+			case tagStreamResetCode:
+				c := d.uint("STREAM_RESET: code")
+				if c > 1<<32-1 {
+					return nil, protocolErrorf("STREAM_RESET: code %d out of range", c)
+				}
+				r.Code = ResetCode(c)
+			case tagStreamResetStopSending:
+				v := d.uint("STREAM_RESET: stop sending")
+				if v > 1 {
+					return nil, protocolErrorf("STREAM_RESET: stop sending = %d, want 0 or 1", v)
+				}
+				r.StopSending = v == 1
+			}
+		}
+		m = r
 	default:
 		return nil, protocolErrorf("got %s frame on the control stream", t)
 	}

@@ -24,6 +24,9 @@ func TestControlRoundTrip(t *testing.T) {
 		{"pong", &Pong{ID: 42}},
 		{"goaway", &GoAway{Reason: "relay shutting down"}},
 		{"goaway empty", &GoAway{}},
+		{"stream reset", &StreamReset{StreamID: 1<<62 - 1, Code: CodeRefused}},
+		{"stream reset zero", &StreamReset{}},
+		{"stop sending", &StreamReset{StreamID: 3, Code: CodeCancel, StopSending: true}},
 	}
 
 	// Each message alone, through the decoder.
@@ -100,6 +103,9 @@ func TestControlReaderErrors(t *testing.T) {
 		{"PING id bad number", rawFrame(FramePing, rawField(tagPingID, []byte{0xff})), ErrProtocol},
 		{"PONG field length beyond payload", rawFrame(FramePong, cat(uv(tagPingID), uv(5), byte(1))), ErrProtocol},
 		{"GOAWAY truncated tag", rawFrame(FrameGoAway, []byte{0x80}), ErrProtocol},
+		{"STREAM_RESET code out of range", rawFrame(FrameStreamReset, rawUint(tagStreamResetCode, 1<<32)), ErrProtocol},
+		{"STREAM_RESET bad id", rawFrame(FrameStreamReset, rawField(tagStreamResetID, []byte{0x80})), ErrProtocol},
+		{"STREAM_RESET stop sending 2", rawFrame(FrameStreamReset, rawUint(tagStreamResetStopSending, 2)), ErrProtocol},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

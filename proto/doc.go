@@ -7,7 +7,19 @@
 //	type (1 byte) · payload length (uvarint) · payload
 //
 // An exchange stream carries HEAD, DATA*, then END or RESET in each direction.
-// The control stream carries HELLO, WELCOME, then PING/PONG and GOAWAY.
+// The control stream carries HELLO, WELCOME, then PING/PONG, GOAWAY and, on
+// transports without stream reset codes, STREAM_RESET.
+//
+// How a stream is reset depends on the transport. On QUIC, an abort is a
+// RESET_STREAM and STOP_SENDING with the code as the application error code.
+// yamux (the TCP fallback) has no reset with a code, so there an abort is a
+// STREAM_RESET message on the control stream naming the stream, followed by
+// an ordinary close of the stream; a reader that sees the stream end before
+// the message arrives sees a truncated stream, which is an error just the
+// same. On every transport, a side that is at a frame boundary when it gives
+// up (the relay refusing a request, or an upstream failing mid-response)
+// writes a RESET frame in-band first, so the code and message always arrive
+// in order with the data.
 //
 // Heads and control messages are encoded as a list of fields, each
 //
@@ -62,6 +74,10 @@ const (
 	// FrameGoAway says the sender is draining: open no new streams, in-flight
 	// ones finish. Payload: an encoded [GoAway].
 	FrameGoAway FrameType = 0x14
+	// FrameStreamReset aborts one exchange stream of the session with a
+	// code, for transports whose streams cannot carry a reset code
+	// themselves (yamux over TCP). Payload: an encoded [StreamReset].
+	FrameStreamReset FrameType = 0x15
 )
 
 // String returns the frame type's name, as used in errors.
@@ -85,6 +101,8 @@ func (t FrameType) String() string {
 		return "PONG"
 	case FrameGoAway:
 		return "GOAWAY"
+	case FrameStreamReset:
+		return "STREAM_RESET"
 	}
 	return "UNKNOWN(0x" + hexByte(byte(t)) + ")"
 }

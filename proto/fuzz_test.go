@@ -159,17 +159,17 @@ func FuzzDecodeResponseHead(f *testing.F) {
 	})
 }
 
-// fuzzControlType maps a fuzzed byte to a frame type: mostly the five control
+// fuzzControlType maps a fuzzed byte to a frame type: mostly the six control
 // types, and for bytes from 0xf0 the types 0x00 to 0x0f (exchange frames and
 // unknown ones).
 func fuzzControlType(b byte) FrameType {
 	switch {
-	case b >= byte(FrameHello) && b <= byte(FrameGoAway):
+	case b >= byte(FrameHello) && b <= byte(FrameStreamReset):
 		return FrameType(b)
 	case b >= 0xf0:
 		return FrameType(b & 0x0f)
 	}
-	return FrameHello + FrameType(b%5)
+	return FrameHello + FrameType(b%6)
 }
 
 type messageSeed struct {
@@ -185,6 +185,7 @@ func messageSeeds() []messageSeed {
 		&Ping{ID: 7},
 		&Pong{ID: 1<<64 - 1},
 		&GoAway{Reason: "draining"},
+		&StreamReset{StreamID: 4, Code: CodeCancel},
 	} {
 		seeds = append(seeds, messageSeed{byte(m.frameType()), m.appendTo(nil)})
 	}
@@ -193,6 +194,7 @@ func messageSeeds() []messageSeed {
 		messageSeed{byte(FrameWelcome), rawStr(tagWelcomeUpstream, "a b")},
 		messageSeed{byte(FramePing), rawField(tagPingID, []byte{0x80})},
 		messageSeed{byte(FrameGoAway), []byte{0x80}},
+		messageSeed{byte(FrameStreamReset), rawUint(tagStreamResetCode, 1<<32)},
 		messageSeed{0xf1, reqPayload()},
 		messageSeed{0xff, nil},
 	)
