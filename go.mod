@@ -3,6 +3,7 @@ module github.com/airlock-proxy/airlock
 go 1.26.8
 
 require (
+	github.com/hashicorp/yamux v0.1.2
 	github.com/openai/openai-go/v3 v3.98.0
 	github.com/pelletier/go-toml/v2 v2.4.3
 	github.com/quic-go/quic-go v0.65.0

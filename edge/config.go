@@ -53,8 +53,13 @@ type ClientConfig struct {
 
 // RelayConfig is one `[[relay]]` table: a relay the edge keeps a tunnel to.
 type RelayConfig struct {
-	// Address is the relay's UDP host:port. Required.
+	// Address is the relay's host:port: UDP for QUIC and, unless
+	// TCPAddress says otherwise, TCP for the fallback. Required.
 	Address string `toml:"address"`
+	// TCPAddress is the relay's TCP host:port for the TLS/TCP transport,
+	// when it differs from Address (e.g. port 443, which firewalls let
+	// through). Default: "" (Address).
+	TCPAddress string `toml:"tcp_address"`
 	// Key is the relay's pinned public key fingerprint,
 	// "sha256:<43 base64url characters>". Required.
 	Key string `toml:"key"`
@@ -91,7 +96,18 @@ type Config struct {
 	ShutdownGrace config.Duration `toml:"shutdown_grace"`
 	// Clients are the applications allowed in when Auth is "keys".
 	Clients []ClientConfig `toml:"client"`
-	// Relays lists the relays to keep a tunnel to. Exactly one for now.
+	// Transport is how the edge reaches its relays: "auto" (QUIC, falling
+	// back to TLS/TCP when UDP is blocked, and back to QUIC once it works),
+	// "quic" or "tcp". Default: "auto".
+	Transport string `toml:"transport"`
+	// ProxyURL is an HTTP CONNECT proxy the TCP transport goes out through,
+	// "http://user:pass@proxy:3128" (or https://). Default: "" (the
+	// HTTPS_PROXY and NO_PROXY environment variables when set, else
+	// direct). QUIC never goes through it.
+	ProxyURL string `toml:"proxy_url"`
+	// Relays lists the relays to keep tunnels to, tunnel.connections
+	// sessions to each; each request goes to the healthiest session. At
+	// least one.
 	Relays []RelayConfig `toml:"relay"`
 	// Tunnel tunes the tunnel's timers.
 	Tunnel tunnel.Config `toml:"tunnel"`
@@ -120,6 +136,9 @@ func (c *Config) SetDefaults() {
 	if c.ShutdownGrace.Duration == 0 {
 		c.ShutdownGrace.Duration = DefaultShutdownGrace
 	}
+	if c.Transport == "" {
+		c.Transport = tunnel.TransportAuto
+	}
 	c.Tunnel.SetDefaults()
 }
 
@@ -146,25 +165,43 @@ func (c *Config) Validate() error {
 	if err := c.validateAccess(); err != nil {
 		return err
 	}
-	switch len(c.Relays) {
-	case 0:
-		return errors.New("relay: no [[relay]] is configured: add one with address and key (airlock init writes one)")
-	case 1:
+	switch c.Transport {
+	case tunnel.TransportAuto, tunnel.TransportQUIC, tunnel.TransportTCP:
 	default:
-		return fmt.Errorf("relay: %d relays are configured: several relays are not supported yet, keep one [[relay]]", len(c.Relays))
+		return fmt.Errorf("transport = %q: want %q, %q or %q",
+			c.Transport, tunnel.TransportAuto, tunnel.TransportQUIC, tunnel.TransportTCP)
 	}
-	r := c.Relays[0]
-	if r.Address == "" {
-		return errors.New("relay[0].address: required: the relay's host:port")
+	if c.ProxyURL != "" {
+		if _, err := tunnel.NewProxyDialer(c.ProxyURL, false); err != nil {
+			return fmt.Errorf("proxy_url: %w", err)
+		}
 	}
-	if err := checkHostPort(r.Address); err != nil {
-		return fmt.Errorf("relay[0].address = %q: %w", r.Address, err)
+	if len(c.Relays) == 0 {
+		return errors.New("relay: no [[relay]] is configured: add one with address and key (airlock init writes one)")
 	}
-	if r.Key == "" {
-		return errors.New("relay[0].key: required: the relay's key fingerprint, \"sha256:...\" (airlock init writes it)")
-	}
-	if _, err := tunnel.ParseFingerprint(r.Key); err != nil {
-		return fmt.Errorf("relay[0].key: %w", err)
+	seen := make(map[string]int, len(c.Relays))
+	for i, r := range c.Relays {
+		if r.Address == "" {
+			return fmt.Errorf("relay[%d].address: required: the relay's host:port", i)
+		}
+		if err := checkHostPort(r.Address); err != nil {
+			return fmt.Errorf("relay[%d].address = %q: %w", i, r.Address, err)
+		}
+		if j, dup := seen[r.Address]; dup {
+			return fmt.Errorf("relay[%d].address = %q: relay[%d] has it too; raise tunnel.connections for more sessions to one relay", i, r.Address, j)
+		}
+		seen[r.Address] = i
+		if r.TCPAddress != "" {
+			if err := checkHostPort(r.TCPAddress); err != nil {
+				return fmt.Errorf("relay[%d].tcp_address = %q: %w", i, r.TCPAddress, err)
+			}
+		}
+		if r.Key == "" {
+			return fmt.Errorf("relay[%d].key: required: the relay's key fingerprint, \"sha256:...\" (airlock init writes it)", i)
+		}
+		if _, err := tunnel.ParseFingerprint(r.Key); err != nil {
+			return fmt.Errorf("relay[%d].key: %w", i, err)
+		}
 	}
 	// tunnel.Config names its keys "tunnel.<key>" itself.
 	return c.Tunnel.Validate()

@@ -69,6 +69,11 @@ func TestConfigValidate(t *testing.T) {
 		{name: "negative body limit", mod: func(c *Config) { c.MaxRequestBodyBytes = -1 }, wantErr: "max_request_body_bytes = -1"},
 		{name: "negative grace", mod: func(c *Config) { c.ShutdownGrace = config.Duration{Duration: -1} }, wantErr: "shutdown_grace"},
 		{name: "bad upstream", mod: func(c *Config) { c.Upstream = "a b" }, wantErr: `upstream = "a b"`},
+		{name: "bad transport", mod: func(c *Config) { c.Transport = "udp" }, wantErr: `transport = "udp": want "auto", "quic" or "tcp"`},
+		{name: "tcp transport", mod: func(c *Config) { c.Transport = "tcp" }},
+		{name: "proxy url", mod: func(c *Config) { c.ProxyURL = "http://u:p@proxy.corp:3128" }},
+		{name: "bad proxy scheme", mod: func(c *Config) { c.ProxyURL = "socks5://proxy:1080" }, wantErr: "proxy_url: "},
+		{name: "bad tcp address", mod: func(c *Config) { c.Relays[0].TCPAddress = "relay:https" }, wantErr: `relay[0].tcp_address = "relay:https": invalid port`},
 		{name: "client without name", mod: func(c *Config) { c.Clients[0].Name = "" }, wantErr: "client[0].name: required"},
 		{name: "duplicate client", mod: func(c *Config) { c.Clients[1].Name = "alice" }, wantErr: `client "alice": name: used by two`},
 		{name: "short key hash", mod: func(c *Config) { c.Clients[0].KeyHash = "sha256:abcd" },
@@ -82,8 +87,15 @@ func TestConfigValidate(t *testing.T) {
 		{name: "bad client upstream", mod: func(c *Config) { c.Clients[1].Upstreams = []string{""} },
 			wantErr: `client "bob": upstreams[0]: must not be empty`},
 		{name: "no relay", mod: func(c *Config) { c.Relays = nil }, wantErr: "relay: no [[relay]] is configured"},
-		{name: "two relays", mod: func(c *Config) { c.Relays = append(c.Relays, c.Relays[0]) },
-			wantErr: "several relays are not supported yet"},
+		{name: "same relay twice", mod: func(c *Config) { c.Relays = append(c.Relays, c.Relays[0]) },
+			wantErr: `relay[1].address = "relay.example:7443": relay[0] has it too`},
+		{name: "two relays", mod: func(c *Config) {
+			c.Relays = append(c.Relays, RelayConfig{Address: "relay-b.example:443", Key: c.Relays[0].Key})
+		}},
+		{name: "second relay without key", mod: func(c *Config) {
+			c.Relays = append(c.Relays, RelayConfig{Address: "relay-b.example:443"})
+		}, wantErr: "relay[1].key: required"},
+		{name: "negative connections", mod: func(c *Config) { c.Tunnel.Connections = -1 }, wantErr: "tunnel.connections = -1"},
 		{name: "relay without address", mod: func(c *Config) { c.Relays[0].Address = "" }, wantErr: "relay[0].address: required"},
 		{name: "relay bad address", mod: func(c *Config) { c.Relays[0].Address = "relay" }, wantErr: `relay[0].address = "relay"`},
 		{name: "relay without key", mod: func(c *Config) { c.Relays[0].Key = "" }, wantErr: "relay[0].key: required"},

@@ -54,7 +54,7 @@ type fakeOpener struct {
 	wg    sync.WaitGroup
 }
 
-func (o *fakeOpener) OpenStream(ctx context.Context) (tunnel.Stream, *tunnel.Peer, error) {
+func (o *fakeOpener) OpenStream(ctx context.Context, _ ...string) (tunnel.Stream, *tunnel.Peer, error) {
 	o.mu.Lock()
 	o.calls++
 	o.mu.Unlock()

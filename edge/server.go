@@ -36,7 +36,7 @@ const (
 type Server struct {
 	cfg     *Config
 	logger  *slog.Logger
-	client  *tunnel.Client
+	client  *tunnel.Pool
 	handler *handler
 	http    *http.Server
 	admin   *admin.Server // nil when admin_listen = "off"
@@ -74,14 +74,26 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 			return nil, fmt.Errorf("edge config: key_file: %w", err)
 		}
 	}
-	client, err := tunnel.NewClient(tunnel.ClientOptions{
-		Config:    c.Tunnel,
-		Identity:  id,
-		RelayAddr: c.Relays[0].Address,
-		RelayKey:  c.Relays[0].Key,
-		EdgeName:  c.Name,
-		Software:  buildinfo.Software(),
-		Logger:    logger.With("component", "tunnel"),
+	// proxy_url, or else HTTPS_PROXY and NO_PROXY.
+	dialer, err := tunnel.NewProxyDialer(c.ProxyURL, true)
+	if err != nil {
+		return nil, fmt.Errorf("edge config: proxy_url: %w", err)
+	}
+	relays := make([]tunnel.RelayTarget, len(c.Relays))
+	for i, r := range c.Relays {
+		relays[i] = tunnel.RelayTarget{Addr: r.Address, TCPAddr: r.TCPAddress, Key: r.Key}
+	}
+	client, err := tunnel.NewPool(tunnel.PoolOptions{
+		Client: tunnel.ClientOptions{
+			Config:    c.Tunnel,
+			Identity:  id,
+			Transport: c.Transport,
+			Dialer:    dialer,
+			EdgeName:  c.Name,
+			Software:  buildinfo.Software(),
+			Logger:    logger.With("component", "tunnel"),
+		},
+		Relays: relays,
 	})
 	if err != nil {
 		return nil, err
@@ -156,7 +168,8 @@ func (s *Server) Start(ctx context.Context) error {
 			s.logger.Error("tunnel client stopped", "err", err)
 		}
 	}()
-	s.logger.Info("edge listening", "addr", ln.Addr().String(), "relay", s.cfg.Relays[0].Address, "auth", s.cfg.Auth)
+	s.logger.Info("edge listening", "addr", ln.Addr().String(), "relays", len(s.cfg.Relays),
+		"connections_per_relay", s.cfg.Tunnel.Connections, "transport", s.cfg.Transport, "auth", s.cfg.Auth)
 	return nil
 }
 
@@ -179,7 +192,11 @@ func (s *Server) AdminAddr() net.Addr {
 	return s.admin.Addr()
 }
 
-// Ready reports whether a tunnel session to the relay is up.
+// Transport returns the transport new requests go over ("quic" or "tcp"),
+// or "" while no tunnel session is up.
+func (s *Server) Transport() string { return s.client.Transport() }
+
+// Ready reports whether a tunnel session to a relay is up.
 func (s *Server) Ready() bool { return s.client.Ready() }
 
 // WaitReady blocks until a tunnel session is up or ctx ends. Valid after
@@ -197,15 +214,16 @@ func (s *Server) WaitReady(ctx context.Context) error {
 	return fmt.Errorf("waiting for the tunnel: %w", err)
 }
 
-// readyErr is /readyz's check: nil while a tunnel session is up.
-func (s *Server) readyErr() error {
+// readyErr is /readyz's check: ready while a tunnel session is up, saying
+// how many are up and over which transports.
+func (s *Server) readyErr() (string, error) {
 	if s.client.Ready() {
-		return nil
+		return s.client.Summary(), nil
 	}
 	if err := s.client.LastError(); err != nil {
-		return fmt.Errorf("no tunnel session to the relay: %w", err)
+		return "", fmt.Errorf("no tunnel session to a relay: %w", err)
 	}
-	return errors.New("no tunnel session to the relay yet")
+	return "", errors.New("no tunnel session to a relay yet")
 }
 
 // Shutdown drains the edge: it stops accepting, waits for in-flight requests

@@ -93,9 +93,14 @@ type Config struct {
 	// Name identifies this relay in logs, here and on the edges.
 	// Default: "relay".
 	Name string `toml:"name"`
-	// Listen is the UDP address for QUIC tunnels from edges.
+	// Listen is the UDP address for QUIC tunnels from edges, and the TCP
+	// address of the TLS/TCP fallback unless ListenTCP says otherwise.
 	// Default: "0.0.0.0:7443".
 	Listen string `toml:"listen"`
+	// ListenTCP is the TCP address of the TLS/TCP fallback, for edges
+	// whose network blocks UDP (e.g. "0.0.0.0:443"). Default: "" (the
+	// host and port of listen); "off" serves QUIC only.
+	ListenTCP string `toml:"listen_tcp"`
 	// AdminListen is the TCP address of /healthz and /readyz (and /metrics).
 	// Default: "127.0.0.1:9091"; "off" disables the admin listener.
 	AdminListen string `toml:"admin_listen"`

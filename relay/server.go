@@ -63,6 +63,7 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 	tun, err := tunnel.NewServer(tunnel.ServerOptions{
 		Identity:  id,
 		Listen:    c.Listen,
+		ListenTCP: c.ListenTCP,
 		RelayName: c.Name,
 		Authorize: h.Authorize,
 		Logger:    logger,
@@ -112,22 +113,30 @@ func (s *Server) Start(ctx context.Context) error {
 			s.logger.Error("relay: tunnel listener stopped", "err", err)
 		}
 	}()
-	s.logger.Info("relay started", "name", s.cfg.Name, "addr", s.tun.Addr().String(),
+	tcp := tunnel.ListenTCPOff
+	if a := s.tun.TCPAddr(); a != nil {
+		tcp = a.String()
+	}
+	s.logger.Info("relay started", "name", s.cfg.Name, "udp", s.tun.Addr().String(), "tcp", tcp,
 		"key", s.id.Fingerprint(), "upstreams", len(s.cfg.Upstreams), "edges", len(s.cfg.Edges))
 	return nil
 }
 
 // ready is the admin /readyz check: the relay is ready while it listens.
-func (s *Server) ready() error {
+func (s *Server) ready() (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.closed:
-		return errors.New("relay is shutting down")
+		return "", errors.New("relay is shutting down")
 	case !s.started:
-		return errors.New("relay is not listening yet")
+		return "", errors.New("relay is not listening yet")
 	}
-	return nil
+	tcp := "tcp off"
+	if a := s.tun.TCPAddr(); a != nil {
+		tcp = "tcp " + a.String()
+	}
+	return fmt.Sprintf("listening on udp %s, %s", s.tun.Addr(), tcp), nil
 }
 
 // Addr returns the tunnel's UDP address, or nil before Start.

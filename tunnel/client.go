@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,8 +24,18 @@ type ClientOptions struct {
 	Config Config
 	// Identity is the edge's key pair, presented to the relay. Required.
 	Identity *Identity
-	// RelayAddr is the relay's UDP address, "host:port". Required.
+	// RelayAddr is the relay's address, "host:port": UDP for QUIC and,
+	// unless TCPAddr says otherwise, TCP for the fallback. Required.
 	RelayAddr string
+	// TCPAddr is the relay's TCP address for the TLS/TCP transport, when
+	// it differs from RelayAddr (e.g. port 443 behind a firewall).
+	TCPAddr string
+	// Transport is TransportAuto (the default when empty), TransportQUIC
+	// or TransportTCP.
+	Transport string
+	// Dialer dials the TCP transport, possibly through a CONNECT proxy;
+	// nil dials directly.
+	Dialer *ProxyDialer
 	// RelayKey pins the relay's public key, "sha256:<base64url>": a relay
 	// presenting another key is refused. Required.
 	RelayKey string
@@ -46,10 +58,15 @@ type Client struct {
 	log      *slog.Logger
 	tlsConf  *tls.Config
 	quicConf *quic.Config
+	tcpAddr  string
+	dialer   *ProxyDialer
 
-	rtt  atomic.Int64  // time.Duration of the last PING, 0 when down
-	done chan struct{} // closed by Close
-	wg   sync.WaitGroup
+	rtt       atomic.Int64  // time.Duration of the last PING, 0 when down
+	attempted chan struct{} // closed once the first connection attempt is over
+	firstOnce sync.Once
+	preferTCP atomic.Bool   // auto: QUIC failed, so reconnect over TCP and probe QUIC aside
+	done      chan struct{} // closed by Close
+	wg        sync.WaitGroup
 
 	mu        sync.Mutex
 	sess      *clientSession     // the session new streams go to; nil when down or draining
@@ -60,9 +77,9 @@ type Client struct {
 	cancelRun context.CancelFunc // ends Run's context
 }
 
-// clientSession is one QUIC connection to the relay, past WELCOME.
+// clientSession is one connection to the relay, past WELCOME.
 type clientSession struct {
-	conn    *quic.Conn
+	conn    conn
 	ctrl    *controlStream
 	peer    *Peer
 	drained chan struct{} // closed once draining with no stream left
@@ -123,6 +140,24 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tunnel client: %w", err)
 	}
+	switch opts.Transport {
+	case "":
+		opts.Transport = TransportAuto
+	case TransportAuto, TransportQUIC, TransportTCP:
+	default:
+		return nil, fmt.Errorf("tunnel client: transport %q: want %q, %q or %q",
+			opts.Transport, TransportAuto, TransportQUIC, TransportTCP)
+	}
+	tcpAddr := opts.TCPAddr
+	if tcpAddr == "" {
+		tcpAddr = opts.RelayAddr
+	}
+	dialer := opts.Dialer
+	if dialer == nil {
+		if dialer, err = NewProxyDialer("", false); err != nil {
+			return nil, fmt.Errorf("tunnel client: %w", err)
+		}
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -134,9 +169,12 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		log:     log.With("relay_addr", opts.RelayAddr),
 		tlsConf: clientTLSConfig(opts.Identity, pin),
 		// The relay never opens streams to the edge.
-		quicConf: quicConfig(&cfg, -1),
-		done:     make(chan struct{}),
-		ready:    make(chan struct{}),
+		quicConf:  quicConfig(&cfg, -1),
+		tcpAddr:   tcpAddr,
+		dialer:    dialer,
+		done:      make(chan struct{}),
+		ready:     make(chan struct{}),
+		attempted: make(chan struct{}),
 	}, nil
 }
 
@@ -176,9 +214,15 @@ func (c *Client) Run(ctx context.Context) error {
 	failures := 0
 	for {
 		sess, err := c.connect(ctx)
-		if err == nil {
+		c.firstOnce.Do(func() { close(c.attempted) })
+		for err == nil {
 			failures = 0
-			err = c.serve(ctx, sess)
+			var next *clientSession
+			next, err = c.serveSession(ctx, sess)
+			if next == nil {
+				break
+			}
+			sess = next
 		}
 		if ctx.Err() != nil {
 			break
@@ -209,14 +253,53 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
-// connect dials the relay and does the control handshake, within
-// Config.HandshakeTimeout.
+// connect dials the relay and does the control handshake over the
+// configured transport. With TransportAuto it tries QUIC first, within
+// Config.FallbackTimeout, then TCP; once QUIC has failed that way it goes
+// straight to TCP on later reconnects (QUIC is probed aside, see
+// serveSession) until a TCP attempt fails too.
 func (c *Client) connect(ctx context.Context) (*clientSession, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout.Duration)
-	defer cancel()
-	conn, err := quic.DialAddr(ctx, c.opts.RelayAddr, c.tlsConf, c.quicConf)
+	switch c.opts.Transport {
+	case TransportQUIC, TransportTCP:
+		return c.handshake(ctx, c.opts.Transport, c.cfg.HandshakeTimeout.Duration)
+	}
+	if !c.preferTCP.Load() {
+		sess, err := c.handshake(ctx, TransportQUIC, c.cfg.FallbackTimeout.Duration)
+		if err == nil || ctx.Err() != nil || errors.Is(err, ErrPinMismatch) || errors.Is(err, ErrUnknownPeer) {
+			return sess, err
+		}
+		c.log.Warn("tunnel: QUIC failed; falling back to TCP", "err", err, "tcp_addr", c.tcpAddr)
+		c.preferTCP.Store(true)
+	}
+	sess, err := c.handshake(ctx, TransportTCP, c.cfg.HandshakeTimeout.Duration)
 	if err != nil {
-		return nil, fmt.Errorf("dialing relay %s: %w", c.opts.RelayAddr, handshakeError(err, c.opts.Identity.Fingerprint()))
+		// Maybe the relay is down rather than UDP blocked: try QUIC
+		// first again next time.
+		c.preferTCP.Store(false)
+	}
+	return sess, err
+}
+
+// handshake dials the relay over one transport and does the control
+// handshake, within timeout.
+func (c *Client) handshake(ctx context.Context, transport string, timeout time.Duration) (*clientSession, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	addr := c.opts.RelayAddr
+	var cn conn
+	var err error
+	if transport == TransportTCP {
+		addr = c.tcpAddr
+		cn, err = dialTCP(ctx, addr, c.dialer, c.tlsConf, &c.cfg, c.log)
+	} else {
+		var qc quicConn
+		qc, err = dialQUIC(ctx, addr, c.tlsConf, c.quicConf, c.log)
+		if err == nil {
+			cn = qc
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dialing relay %s over %s: %w", addr, transport, handshakeError(err, c.opts.Identity.Fingerprint()))
 	}
 	hello := &proto.Hello{
 		Version:  proto.ProtocolVersion,
@@ -224,32 +307,107 @@ func (c *Client) connect(ctx context.Context) (*clientSession, error) {
 		Software: c.opts.Software,
 	}
 	start := time.Now() // HELLO to WELCOME: a first round-trip time
-	ctrl, welcome, err := openControl(ctx, conn, hello)
+	ctrl, welcome, err := openControl(ctx, cn, hello)
 	if err != nil {
+		if cause := closeCause(cn); cause != nil && !errors.Is(err, errHandshakeTimeout) {
+			// The relay closed the connection: its reason says more
+			// than the failed read.
+			err = cause
+		}
 		err = handshakeError(err, c.opts.Identity.Fingerprint())
-		conn.CloseWithError(handshakeCloseCode(err), err.Error())
-		return nil, fmt.Errorf("handshake with relay %s: %w", c.opts.RelayAddr, err)
+		cn.closeWithError(handshakeCloseCode(err), err.Error())
+		return nil, fmt.Errorf("handshake with relay %s over %s: %w", addr, transport, err)
 	}
 	rtt := time.Since(start)
-	key, err := peerKey(conn)
+	key, err := cn.peerKey()
 	if err != nil {
-		conn.CloseWithError(closeProtocol, err.Error())
-		return nil, fmt.Errorf("handshake with relay %s: %w", c.opts.RelayAddr, err)
+		cn.closeWithError(closeProtocol, err.Error())
+		return nil, fmt.Errorf("handshake with relay %s over %s: %w", addr, transport, err)
 	}
+	cn.attachControl(ctrl)
 	c.rtt.Store(int64(rtt))
 	return &clientSession{
-		conn:    conn,
+		conn:    cn,
 		ctrl:    ctrl,
 		drained: make(chan struct{}),
 		peer: &Peer{
 			Name:       welcome.RelayName,
 			Key:        key,
 			SessionID:  welcome.SessionID,
-			Transport:  transportQUIC,
-			RemoteAddr: conn.RemoteAddr(),
+			Transport:  transport,
+			RemoteAddr: cn.remoteAddr(),
 			Upstreams:  welcome.Upstreams,
 		},
 	}, nil
+}
+
+// serveSession serves sess until it dies, as serve does. A TCP session of
+// TransportAuto is served while QUIC is probed every
+// Config.QUICProbeInterval: once a QUIC session is up, sess drains (its
+// streams finish; new ones go to QUIC) and serveSession returns the QUIC
+// session for the caller to serve next.
+func (c *Client) serveSession(ctx context.Context, sess *clientSession) (*clientSession, error) {
+	if c.opts.Transport != TransportAuto || sess.peer.Transport != TransportTCP {
+		return nil, c.serve(ctx, sess)
+	}
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
+	probed := make(chan *clientSession, 1)
+	served := make(chan error, 1)
+	c.wg.Add(2)
+	go func() {
+		defer c.wg.Done()
+		probed <- c.probeQUIC(probeCtx)
+	}()
+	// The TCP session's server outlives serveSession while it drains.
+	go func() {
+		defer c.wg.Done()
+		served <- c.serve(ctx, sess)
+	}()
+	select {
+	case err := <-served:
+		stopProbe()
+		if q := <-probed; q != nil {
+			return q, nil
+		}
+		return nil, err
+	case q := <-probed:
+		if q == nil {
+			return nil, <-served
+		}
+		c.preferTCP.Store(false)
+		c.log.Info("tunnel: QUIC works again; new streams move to it, the TCP session drains",
+			"relay", sess.peer.Name, "tcp_session", sess.peer.SessionID, "quic_session", q.peer.SessionID)
+		c.markDown(sess)
+		sess.drain()
+		return q, nil
+	}
+}
+
+// probeQUIC tries a QUIC session every Config.QUICProbeInterval (with ±20%
+// jitter) until one is up, which it returns, or until ctx ends (nil).
+func (c *Client) probeQUIC(ctx context.Context) *clientSession {
+	every := c.cfg.QUICProbeInterval.Duration
+	for {
+		wait := every*4/5 + time.Duration(rand.Int64N(int64(every*2/5)+1))
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		}
+		sess, err := c.handshake(ctx, TransportQUIC, c.cfg.FallbackTimeout.Duration)
+		if err != nil {
+			c.log.Debug("tunnel: QUIC probe failed; staying on TCP", "err", err)
+			continue
+		}
+		if ctx.Err() != nil {
+			sess.conn.closeWithError(closeNormal, "edge no longer needs the session")
+			return nil
+		}
+		return sess
+	}
 }
 
 // errPingTimeout: a PING got no PONG within Config.PingTimeout.
@@ -262,12 +420,14 @@ var errDrained = errors.New("relay drained the session")
 // serve keeps sess up until it dies or ctx ends, and returns why it ended.
 func (c *Client) serve(ctx context.Context, sess *clientSession) error {
 	c.mu.Lock()
+	if c.sess == nil {
+		close(c.ready)
+	}
 	c.sess = sess
 	c.lastErr = nil
-	close(c.ready)
 	c.mu.Unlock()
-	c.log.Info("tunnel: connected to relay",
-		"relay", sess.peer.Name, "session", sess.peer.SessionID, "rtt", c.RTT(), "upstreams", sess.peer.Upstreams)
+	c.log.Info("tunnel: connected to relay", "relay", sess.peer.Name, "session", sess.peer.SessionID,
+		"transport", sess.peer.Transport, "remote", sess.peer.RemoteAddr.String(), "rtt", c.RTT(), "upstreams", sess.peer.Upstreams)
 
 	pongs := make(chan uint64, 1)
 	readerDone := make(chan error, 1)
@@ -276,21 +436,22 @@ func (c *Client) serve(ctx context.Context, sess *clientSession) error {
 	err := c.keepAlive(ctx, sess, pongs, readerDone)
 	switch {
 	case ctx.Err() != nil:
-		sess.conn.CloseWithError(closeNormal, "edge shutting down")
+		sess.conn.closeWithError(closeNormal, "edge shutting down")
 	case errors.Is(err, errDrained):
-		sess.conn.CloseWithError(closeNormal, "drained")
+		sess.conn.closeWithError(closeNormal, "drained")
 	case errors.Is(err, errPingTimeout):
-		sess.conn.CloseWithError(closePingTimeout, err.Error())
+		sess.conn.closeWithError(closePingTimeout, err.Error())
 	case errors.Is(err, io.EOF):
 		err = errors.New("relay ended the control stream")
-		sess.conn.CloseWithError(closeControlEnded, err.Error())
+		sess.conn.closeWithError(closeControlEnded, err.Error())
 	default:
-		sess.conn.CloseWithError(closeProtocol, err.Error())
+		sess.conn.closeWithError(closeProtocol, err.Error())
 	}
 	<-readerDone
 
-	c.markDown(sess)
-	c.rtt.Store(0)
+	if c.markDown(sess) {
+		c.rtt.Store(0)
+	}
 	if ctx.Err() == nil && !errors.Is(err, errDrained) {
 		c.log.Warn("tunnel: session to relay lost", "relay", sess.peer.Name, "session", sess.peer.SessionID, "err", err)
 	} else {
@@ -348,7 +509,7 @@ func (c *Client) keepAlive(ctx context.Context, sess *clientSession, pongs <-cha
 			return err
 		case <-sess.drained:
 			return errDrained
-		case <-sess.conn.Context().Done():
+		case <-sess.conn.context().Done():
 			return closeCause(sess.conn)
 		case <-ctx.Done():
 			return ctx.Err()
@@ -374,6 +535,10 @@ func (c *Client) readControl(sess *clientSession, pongs chan<- uint64) error {
 			if err := sess.ctrl.w.WriteMessage(&proto.Pong{ID: m.ID}); err != nil {
 				return err
 			}
+		case *proto.StreamReset:
+			if !sess.conn.peerReset(m) {
+				return fmt.Errorf("control stream: %w: STREAM_RESET on %s", proto.ErrProtocol, sess.peer.Transport)
+			}
 		case *proto.GoAway:
 			c.markDown(sess)
 			sess.drain()
@@ -386,19 +551,36 @@ func (c *Client) readControl(sess *clientSession, pongs chan<- uint64) error {
 }
 
 // markDown takes sess out of service for new streams, if it is the current
-// session.
-func (c *Client) markDown(sess *clientSession) {
+// session, and reports whether it was.
+func (c *Client) markDown(sess *clientSession) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.sess == sess {
-		c.sess = nil
-		c.ready = make(chan struct{})
+	if c.sess != sess {
+		return false
 	}
+	c.sess = nil
+	c.ready = make(chan struct{})
+	return true
 }
 
-// OpenStream opens a stream on the current session. It never waits for a
-// session: when none is up, or the relay is draining, it returns an error
-// wrapping ErrNoSession at once. It blocks only while the session's stream
+// load returns the current session's open streams and ID, and false when
+// no session takes new streams.
+func (c *Client) load() (streams int, sessionID string, ok bool) {
+	c.mu.Lock()
+	sess := c.sess
+	c.mu.Unlock()
+	if sess == nil {
+		return 0, "", false
+	}
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return sess.streams, sess.peer.SessionID, !sess.draining
+}
+
+// OpenStream opens a stream on the current session, unless its ID is in
+// avoid. It never waits for a session: when none is up, the relay is
+// draining, or the session is to be avoided, it returns an error wrapping
+// ErrNoSession at once. It blocks only while the session's stream
 // limit is reached, and no longer than ctx allows.
 //
 // The caller must Close or Abort every stream it opens: after the relay's
@@ -407,14 +589,14 @@ func (c *Client) markDown(sess *clientSession) {
 //
 // The returned Peer is shared by all streams of the session and must not be
 // modified.
-func (c *Client) OpenStream(ctx context.Context) (Stream, *Peer, error) {
+func (c *Client) OpenStream(ctx context.Context, avoid ...string) (Stream, *Peer, error) {
 	c.mu.Lock()
 	sess := c.sess
 	c.mu.Unlock()
-	if sess == nil || !sess.acquire() {
+	if sess == nil || slices.Contains(avoid, sess.peer.SessionID) || !sess.acquire() {
 		return nil, nil, fmt.Errorf("opening stream: %w", ErrNoSession)
 	}
-	st, err := sess.conn.OpenStreamSync(ctx)
+	st, err := sess.conn.openStream(ctx)
 	if err != nil {
 		sess.release()
 		if ctx.Err() == nil && closeCause(sess.conn) != nil {
@@ -422,7 +604,19 @@ func (c *Client) OpenStream(ctx context.Context) (Stream, *Peer, error) {
 		}
 		return nil, nil, fmt.Errorf("opening stream: %w", err)
 	}
-	return newQUICStream(st, sess.release), sess.peer, nil
+	st.setOnDone(sess.release)
+	return st, sess.peer, nil
+}
+
+// Transport returns the transport of the session new streams go to
+// (TransportQUIC or TransportTCP), or "" when none is up.
+func (c *Client) Transport() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess == nil {
+		return ""
+	}
+	return c.sess.peer.Transport
 }
 
 // Ready reports whether a session is up and accepting new streams.

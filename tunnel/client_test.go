@@ -15,223 +15,231 @@ import (
 )
 
 func TestRoundTrip(t *testing.T) {
-	peers := make(chan *Peer, 100)
-	h := HandlerFunc(func(ctx context.Context, peer *Peer, s Stream) {
-		peers <- peer
-		echo(ctx, peer, s)
-	})
-	r, e := pair(t, h)
+	forEachTransport(t, func(t *testing.T, transport string) {
+		peers := make(chan *Peer, 100)
+		h := HandlerFunc(func(ctx context.Context, peer *Peer, s Stream) {
+			peers <- peer
+			echo(ctx, peer, s)
+		})
+		r, e := pair(t, transport, h)
 
-	const streams = 50
-	var wg sync.WaitGroup
-	errc := make(chan error, streams)
-	for i := range streams {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			s, peer, err := e.OpenStream(ctx)
-			if err != nil {
-				errc <- err
-				return
-			}
-			defer s.Close()
-			if peer.Transport != "quic" || peer.Key != r.id.Fingerprint() || peer.Name != "relay-test" {
-				errc <- errors.New("bad client-side peer")
-				return
-			}
-			want := make([]byte, 64<<10+i)
-			rand.Read(want)
-			werr := make(chan error, 1)
+		const streams = 50
+		var wg sync.WaitGroup
+		errc := make(chan error, streams)
+		for i := range streams {
+			wg.Add(1)
 			go func() {
-				_, err := s.Write(want)
-				if err == nil {
-					err = s.CloseWrite()
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				s, peer, err := e.OpenStream(ctx)
+				if err != nil {
+					errc <- err
+					return
 				}
-				werr <- err
+				defer s.Close()
+				if peer.Transport != transport || peer.Key != r.id.Fingerprint() || peer.Name != "relay-test" {
+					errc <- errors.New("bad client-side peer")
+					return
+				}
+				want := make([]byte, 64<<10+i)
+				rand.Read(want)
+				werr := make(chan error, 1)
+				go func() {
+					_, err := s.Write(want)
+					if err == nil {
+						err = s.CloseWrite()
+					}
+					werr <- err
+				}()
+				got, err := io.ReadAll(s)
+				if err != nil {
+					errc <- err
+					return
+				}
+				if err := <-werr; err != nil {
+					errc <- err
+					return
+				}
+				if !bytes.Equal(got, want) {
+					errc <- errors.New("echoed bytes differ")
+				}
 			}()
-			got, err := io.ReadAll(s)
-			if err != nil {
-				errc <- err
-				return
-			}
-			if err := <-werr; err != nil {
-				errc <- err
-				return
-			}
-			if !bytes.Equal(got, want) {
-				errc <- errors.New("echoed bytes differ")
-			}
-		}()
-	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		t.Error(err)
-	}
+		}
+		wg.Wait()
+		close(errc)
+		for err := range errc {
+			t.Error(err)
+		}
 
-	// Server side: the edge as Authorize named it.
-	p := <-peers
-	if p.Name != "edge-1" || p.Key != e.id.Fingerprint() || p.Transport != "quic" || p.SessionID == "" || p.RemoteAddr == nil {
-		t.Errorf("server peer = %+v", p)
-	}
-	if got, want := strings.Join(p.Upstreams, ","), "openai,azure"; got != want {
-		t.Errorf("server peer upstreams = %q, want %q", got, want)
-	}
+		// Server side: the edge as Authorize named it.
+		p := <-peers
+		if p.Name != "edge-1" || p.Key != e.id.Fingerprint() || p.Transport != transport || p.SessionID == "" || p.RemoteAddr == nil {
+			t.Errorf("server peer = %+v", p)
+		}
+		if got, want := strings.Join(p.Upstreams, ","), "openai,azure"; got != want {
+			t.Errorf("server peer upstreams = %q, want %q", got, want)
+		}
 
-	// Client side: the relay as WELCOME described it.
-	s, cp, err := e.OpenStream(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	if cp.SessionID != p.SessionID {
-		t.Errorf("client session id %q, server %q", cp.SessionID, p.SessionID)
-	}
-	if got, want := strings.Join(cp.Upstreams, ","), "openai,azure"; got != want {
-		t.Errorf("client peer upstreams = %q, want %q", got, want)
-	}
-	if cp.RemoteAddr.String() != r.Addr().String() {
-		t.Errorf("client peer addr = %s, want %s", cp.RemoteAddr, r.Addr())
-	}
-	if got := r.Sessions(); got != 1 {
-		t.Errorf("Sessions() = %d, want 1", got)
-	}
+		// Client side: the relay as WELCOME described it.
+		s, cp, err := e.OpenStream(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if cp.SessionID != p.SessionID {
+			t.Errorf("client session id %q, server %q", cp.SessionID, p.SessionID)
+		}
+		if got, want := strings.Join(cp.Upstreams, ","), "openai,azure"; got != want {
+			t.Errorf("client peer upstreams = %q, want %q", got, want)
+		}
+		if cp.RemoteAddr.String() != r.Addr().String() {
+			t.Errorf("client peer addr = %s, want %s", cp.RemoteAddr, r.Addr())
+		}
+		if got := r.Sessions(); got != 1 {
+			t.Errorf("Sessions() = %d, want 1", got)
+		}
+	})
 }
 
 func TestPinMismatch(t *testing.T) {
-	relayID, edgeID, otherID := mustIdentity(t), mustIdentity(t), mustIdentity(t)
-	called := make(chan struct{}, 1)
-	r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(edgeID.Fingerprint()),
-		HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) { called <- struct{}{}; s.Close() }))
-	e := startEdge(t, edgeID, r.Addr().String(), otherID.Fingerprint())
+	forEachTransport(t, func(t *testing.T, transport string) {
+		relayID, edgeID, otherID := mustIdentity(t), mustIdentity(t), mustIdentity(t)
+		called := make(chan struct{}, 1)
+		r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(edgeID.Fingerprint()),
+			HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) { called <- struct{}{}; s.Close() }))
+		e := startEdge(t, edgeID, r.Addr().String(), otherID.Fingerprint(), transport)
 
-	eventually(t, 2*time.Second, "a failed attempt", func() bool { return e.LastError() != nil })
-	err := e.LastError()
-	if !errors.Is(err, ErrPinMismatch) {
-		t.Fatalf("LastError() = %v, want ErrPinMismatch", err)
-	}
-	want := "relay key " + relayID.Fingerprint() + " does not match the pinned key " + otherID.Fingerprint()
-	if !strings.Contains(err.Error(), want) {
-		t.Errorf("LastError() = %q, want it to contain %q", err, want)
-	}
-	if e.Ready() {
-		t.Error("Ready() = true with a mismatched pin")
-	}
-	if _, _, err := e.OpenStream(context.Background()); !errors.Is(err, ErrNoSession) {
-		t.Errorf("OpenStream: got %v, want ErrNoSession", err)
-	}
-	select {
-	case <-called:
-		t.Error("handler was called")
-	default:
-	}
+		eventually(t, 2*time.Second, "a failed attempt", func() bool { return e.LastError() != nil })
+		err := e.LastError()
+		if !errors.Is(err, ErrPinMismatch) {
+			t.Fatalf("LastError() = %v, want ErrPinMismatch", err)
+		}
+		want := "relay key " + relayID.Fingerprint() + " does not match the pinned key " + otherID.Fingerprint()
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("LastError() = %q, want it to contain %q", err, want)
+		}
+		if e.Ready() {
+			t.Error("Ready() = true with a mismatched pin")
+		}
+		if _, _, err := e.OpenStream(context.Background()); !errors.Is(err, ErrNoSession) {
+			t.Errorf("OpenStream: got %v, want ErrNoSession", err)
+		}
+		select {
+		case <-called:
+			t.Error("handler was called")
+		default:
+		}
+	})
 }
 
 func TestUnknownEdge(t *testing.T) {
-	relayID, edgeID, otherID := mustIdentity(t), mustIdentity(t), mustIdentity(t)
-	called := make(chan struct{}, 1)
-	r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(otherID.Fingerprint()),
-		HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) { called <- struct{}{}; s.Close() }))
-	e := startEdge(t, edgeID, r.Addr().String(), relayID.Fingerprint())
+	forEachTransport(t, func(t *testing.T, transport string) {
+		relayID, edgeID, otherID := mustIdentity(t), mustIdentity(t), mustIdentity(t)
+		called := make(chan struct{}, 1)
+		r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(otherID.Fingerprint()),
+			HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) { called <- struct{}{}; s.Close() }))
+		e := startEdge(t, edgeID, r.Addr().String(), relayID.Fingerprint(), transport)
 
-	eventually(t, 2*time.Second, "a failed attempt", func() bool { return e.LastError() != nil })
-	err := e.LastError()
-	if !errors.Is(err, ErrUnknownPeer) {
-		t.Fatalf("LastError() = %v, want ErrUnknownPeer", err)
-	}
-	want := "relay refused this edge's key " + edgeID.Fingerprint() + ": add it to the relay's [[edge]] list"
-	if !strings.Contains(err.Error(), want) {
-		t.Errorf("LastError() = %q, want it to contain %q", err, want)
-	}
-	if logs, want := r.logs.String(), "refused edge key "+edgeID.Fingerprint(); !strings.Contains(logs, want) {
-		t.Errorf("relay logs lack %q", want)
-	}
-	if e.Ready() || r.Sessions() != 0 {
-		t.Errorf("Ready() = %v, Sessions() = %d; want false, 0", e.Ready(), r.Sessions())
-	}
-	select {
-	case <-called:
-		t.Error("handler was called")
-	default:
-	}
+		eventually(t, 2*time.Second, "a failed attempt", func() bool { return e.LastError() != nil })
+		err := e.LastError()
+		if !errors.Is(err, ErrUnknownPeer) {
+			t.Fatalf("LastError() = %v, want ErrUnknownPeer", err)
+		}
+		want := "relay refused this edge's key " + edgeID.Fingerprint() + ": add it to the relay's [[edge]] list"
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("LastError() = %q, want it to contain %q", err, want)
+		}
+		if logs, want := r.logs.String(), "refused edge key "+edgeID.Fingerprint(); !strings.Contains(logs, want) {
+			t.Errorf("relay logs lack %q", want)
+		}
+		if e.Ready() || r.Sessions() != 0 {
+			t.Errorf("Ready() = %v, Sessions() = %d; want false, 0", e.Ready(), r.Sessions())
+		}
+		select {
+		case <-called:
+			t.Error("handler was called")
+		default:
+		}
+	})
 }
 
 func TestAbortPropagates(t *testing.T) {
-	t.Run("edge to relay", func(t *testing.T) {
-		started := make(chan struct{})
-		readErr := make(chan error, 1)
-		_, e := pair(t, HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) {
-			if _, err := io.ReadFull(s, make([]byte, 5)); err != nil {
+	forEachTransport(t, func(t *testing.T, transport string) {
+		t.Run("edge to relay", func(t *testing.T) {
+			started := make(chan struct{})
+			readErr := make(chan error, 1)
+			_, e := pair(t, transport, HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) {
+				if _, err := io.ReadFull(s, make([]byte, 5)); err != nil {
+					readErr <- err
+					s.Abort(proto.CodeInternal)
+					return
+				}
+				close(started)
+				_, err := io.Copy(io.Discard, s)
 				readErr <- err
-				s.Abort(proto.CodeInternal)
-				return
+				s.Close()
+			}))
+			s, _, err := e.OpenStream(context.Background())
+			if err != nil {
+				t.Fatal(err)
 			}
-			close(started)
-			_, err := io.Copy(io.Discard, s)
-			readErr <- err
-			s.Close()
-		}))
-		s, _, err := e.OpenStream(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.Write([]byte("hello")); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-started:
-		case err := <-readErr:
-			t.Fatalf("relay: %v", err)
-		}
-		start := time.Now()
-		s.Abort(proto.CodeCancel)
-		s.Abort(proto.CodeCancel) // idempotent
-		select {
-		case err := <-readErr:
-			checkReset(t, err, proto.CodeCancel)
-			if d := time.Since(start); d > 100*time.Millisecond {
-				t.Errorf("relay saw the abort after %s, want within 100ms", d)
+			if _, err := s.Write([]byte("hello")); err != nil {
+				t.Fatal(err)
 			}
-		case <-time.After(time.Second):
-			t.Fatal("relay's Read did not fail")
-		}
-		if err := s.Close(); err != nil {
-			t.Errorf("Close after Abort: %v", err)
-		}
-	})
-	t.Run("relay to edge", func(t *testing.T) {
-		aborted := make(chan time.Time, 1)
-		_, e := pair(t, HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) {
-			buf := make([]byte, 1)
-			if _, err := s.Read(buf); err != nil {
-				s.Abort(proto.CodeInternal)
-				return
+			select {
+			case <-started:
+			case err := <-readErr:
+				t.Fatalf("relay: %v", err)
 			}
-			aborted <- time.Now()
-			s.Abort(proto.CodeUpstreamError)
-		}))
-		s, _, err := e.OpenStream(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		if _, err := s.Write([]byte("x")); err != nil {
-			t.Fatal(err)
-		}
-		_, err = io.Copy(io.Discard, s)
-		checkReset(t, err, proto.CodeUpstreamError)
-		if d := time.Since(<-aborted); d > 100*time.Millisecond {
-			t.Errorf("edge saw the abort after %s, want within 100ms", d)
-		}
-		// Writes fail too, with the peer's code (STOP_SENDING).
-		eventually(t, time.Second, "write failure", func() bool {
-			_, err := s.Write([]byte("y"))
-			return err != nil
+			start := time.Now()
+			s.Abort(proto.CodeCancel)
+			s.Abort(proto.CodeCancel) // idempotent
+			select {
+			case err := <-readErr:
+				checkReset(t, err, proto.CodeCancel)
+				if d := time.Since(start); d > 100*time.Millisecond {
+					t.Errorf("relay saw the abort after %s, want within 100ms", d)
+				}
+			case <-time.After(time.Second):
+				t.Fatal("relay's Read did not fail")
+			}
+			if err := s.Close(); err != nil {
+				t.Errorf("Close after Abort: %v", err)
+			}
 		})
-		_, err = s.Write([]byte("y"))
-		checkReset(t, err, proto.CodeUpstreamError)
+		t.Run("relay to edge", func(t *testing.T) {
+			aborted := make(chan time.Time, 1)
+			_, e := pair(t, transport, HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) {
+				buf := make([]byte, 1)
+				if _, err := s.Read(buf); err != nil {
+					s.Abort(proto.CodeInternal)
+					return
+				}
+				aborted <- time.Now()
+				s.Abort(proto.CodeUpstreamError)
+			}))
+			s, _, err := e.OpenStream(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if _, err := s.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			_, err = io.Copy(io.Discard, s)
+			checkReset(t, err, proto.CodeUpstreamError)
+			if d := time.Since(<-aborted); d > 100*time.Millisecond {
+				t.Errorf("edge saw the abort after %s, want within 100ms", d)
+			}
+			// Writes fail too, with the peer's code (STOP_SENDING).
+			eventually(t, time.Second, "write failure", func() bool {
+				_, err := s.Write([]byte("y"))
+				return err != nil
+			})
+			_, err = s.Write([]byte("y"))
+			checkReset(t, err, proto.CodeUpstreamError)
+		})
 	})
 }
 
@@ -247,41 +255,45 @@ func checkReset(t *testing.T, err error, want proto.ResetCode) {
 }
 
 func TestCleanEOF(t *testing.T) {
-	_, e := pair(t, echo)
-	s, _, err := e.OpenStream(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if s.ID() < 0 {
-		t.Errorf("ID() = %d", s.ID())
-	}
-	s.Write([]byte("ping"))
-	s.CloseWrite()
-	got, err := io.ReadAll(s)
-	if err != nil || string(got) != "ping" {
-		t.Errorf("got %q, %v; want \"ping\", nil", got, err)
-	}
-	if n, err := s.Read(make([]byte, 1)); n != 0 || err != io.EOF {
-		t.Errorf("Read after EOF = %d, %v; want 0, io.EOF", n, err)
-	}
+	forEachTransport(t, func(t *testing.T, transport string) {
+		_, e := pair(t, transport, echo)
+		s, _, err := e.OpenStream(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if s.ID() < 0 {
+			t.Errorf("ID() = %d", s.ID())
+		}
+		s.Write([]byte("ping"))
+		s.CloseWrite()
+		got, err := io.ReadAll(s)
+		if err != nil || string(got) != "ping" {
+			t.Errorf("got %q, %v; want \"ping\", nil", got, err)
+		}
+		if n, err := s.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Errorf("Read after EOF = %d, %v; want 0, io.EOF", n, err)
+		}
+	})
 }
 
 func TestPingMeasuresRTT(t *testing.T) {
-	_, e := pair(t, echo)
-	if e.RTT() <= 0 {
-		t.Errorf("RTT() = %s after the handshake, want > 0", e.RTT())
-	}
-	e.rtt.Store(0)
-	// PingInterval is 50ms: a PONG updates the RTT soon.
-	eventually(t, 500*time.Millisecond, "RTT from a PONG", func() bool { return e.RTT() > 0 })
+	forEachTransport(t, func(t *testing.T, transport string) {
+		_, e := pair(t, transport, echo)
+		if e.RTT() <= 0 {
+			t.Errorf("RTT() = %s after the handshake, want > 0", e.RTT())
+		}
+		e.rtt.Store(0)
+		// PingInterval is 50ms: a PONG updates the RTT soon.
+		eventually(t, 500*time.Millisecond, "RTT from a PONG", func() bool { return e.RTT() > 0 })
+	})
 }
 
 func TestDeadRelay(t *testing.T) {
 	relayID, edgeID := mustIdentity(t), mustIdentity(t)
 	r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(edgeID.Fingerprint()), echo)
 	proxy := newUDPProxy(t, r.Addr())
-	e := startEdge(t, edgeID, proxy.Addr(), relayID.Fingerprint())
+	e := startEdge(t, edgeID, proxy.Addr(), relayID.Fingerprint(), TransportQUIC)
 	waitReady(t, e.Client)
 
 	proxy.blocked.Store(true)
@@ -310,29 +322,31 @@ func TestDeadRelay(t *testing.T) {
 }
 
 func TestReconnect(t *testing.T) {
-	relayID, edgeID := mustIdentity(t), mustIdentity(t)
-	auth := edgeAuth(edgeID.Fingerprint())
-	r1 := startRelay(t, relayID, "127.0.0.1:0", auth, echo)
-	addr := r1.Addr().String()
-	e := startEdge(t, edgeID, addr, relayID.Fingerprint())
-	waitReady(t, e.Client)
+	forEachTransport(t, func(t *testing.T, transport string) {
+		relayID, edgeID := mustIdentity(t), mustIdentity(t)
+		auth := edgeAuth(edgeID.Fingerprint())
+		r1 := startRelay(t, relayID, "127.0.0.1:0", auth, echo)
+		addr := r1.Addr().String()
+		e := startEdge(t, edgeID, addr, relayID.Fingerprint(), transport)
+		waitReady(t, e.Client)
 
-	r1.Close()
-	eventually(t, time.Second, "Ready() == false", func() bool { return !e.Ready() })
+		r1.Close()
+		eventually(t, time.Second, "Ready() == false", func() bool { return !e.Ready() })
 
-	startRelay(t, relayID, addr, auth, echo)
-	waitReady(t, e.Client)
-	s, _, err := e.OpenStream(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Write([]byte("again"))
-	s.CloseWrite()
-	got, err := io.ReadAll(s)
-	s.Close()
-	if err != nil || string(got) != "again" {
-		t.Errorf("got %q, %v; want \"again\", nil", got, err)
-	}
+		startRelay(t, relayID, addr, auth, echo)
+		waitReady(t, e.Client)
+		s, _, err := e.OpenStream(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Write([]byte("again"))
+		s.CloseWrite()
+		got, err := io.ReadAll(s)
+		s.Close()
+		if err != nil || string(got) != "again" {
+			t.Errorf("got %q, %v; want \"again\", nil", got, err)
+		}
+	})
 }
 
 func TestClientLifecycle(t *testing.T) {
@@ -401,42 +415,115 @@ func TestNewClientErrors(t *testing.T) {
 // silent upstream) still learns at once that the edge aborted, through the
 // stream's context, and a clean exchange does not end it early.
 func TestStreamContextEndsOnPeerAbort(t *testing.T) {
-	got := make(chan time.Time, 1)
-	_, e := pair(t, HandlerFunc(func(_ context.Context, _ *Peer, s Stream) {
-		if _, err := io.ReadFull(s, make([]byte, 5)); err != nil {
-			s.Abort(proto.CodeInternal)
-			return
+	forEachTransport(t, func(t *testing.T, transport string) {
+		got := make(chan time.Time, 1)
+		_, e := pair(t, transport, HandlerFunc(func(_ context.Context, _ *Peer, s Stream) {
+			if _, err := io.ReadFull(s, make([]byte, 5)); err != nil {
+				s.Abort(proto.CodeInternal)
+				return
+			}
+			select {
+			case <-s.Context().Done():
+				got <- time.Now()
+			case <-time.After(2 * time.Second):
+			}
+			s.Abort(proto.CodeCancel)
+		}))
+		s, _, err := e.OpenStream(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
 		}
 		select {
-		case <-s.Context().Done():
-			got <- time.Now()
-		case <-time.After(2 * time.Second):
+		case <-got:
+			t.Fatal("relay's stream context ended before the edge aborted")
+		case <-time.After(100 * time.Millisecond):
 		}
+		start := time.Now()
 		s.Abort(proto.CodeCancel)
+		select {
+		case at := <-got:
+			if d := at.Sub(start); d > 100*time.Millisecond {
+				t.Errorf("relay's stream context ended %v after the abort, want within 100ms", d)
+			}
+		case <-time.After(time.Second):
+			t.Fatal("relay's stream context did not end after the edge aborted")
+		}
+		if s.Context().Err() == nil {
+			t.Error("the aborting side's own context is still live")
+		}
+	})
+}
+
+// TestAutoFallsBackToTCPAndReturnsToQUIC: with UDP blocked, an "auto" edge
+// serves over TCP within the fallback deadline; once UDP works again, new
+// streams move to QUIC while a stream opened on TCP finishes there.
+func TestAutoFallsBackToTCPAndReturnsToQUIC(t *testing.T) {
+	relayID, edgeID := mustIdentity(t), mustIdentity(t)
+	release := make(chan struct{})
+	r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(edgeID.Fingerprint()), HandlerFunc(func(ctx context.Context, p *Peer, s Stream) {
+		if _, err := io.ReadFull(s, make([]byte, 4)); err != nil {
+			s.Abort(proto.CodeProtocol)
+			return
+		}
+		if p.Transport == TransportTCP {
+			<-release // hold the TCP stream until the test lets it go
+		}
+		s.Write([]byte(p.Transport))
+		s.Close()
 	}))
+	udp := newUDPProxy(t, r.Addr())
+	udp.blocked.Store(true)
+	const fallback = 300 * time.Millisecond
+	start := time.Now()
+	e := startEdge(t, edgeID, udp.Addr(), relayID.Fingerprint(), TransportAuto, func(o *ClientOptions) {
+		o.TCPAddr = r.TCPAddr().String()
+		o.Config.FallbackTimeout.Duration = fallback
+		o.Config.QUICProbeInterval.Duration = 100 * time.Millisecond
+	})
+	waitReady(t, e.Client)
+	if d := time.Since(start); d > fallback+time.Second {
+		t.Errorf("serving over TCP took %v, want about the fallback deadline %v", d, fallback)
+	}
+	if tr := e.Transport(); tr != TransportTCP {
+		t.Fatalf("Transport() = %q with UDP blocked, want tcp", tr)
+	}
+	exchange := func(s Stream) (string, error) {
+		if _, err := s.Write([]byte("ping")); err != nil {
+			return "", err
+		}
+		s.CloseWrite()
+		b, err := io.ReadAll(s)
+		s.Close()
+		return string(b), err
+	}
+	held, _, err := e.OpenStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	heldDone := make(chan string, 1)
+	go func() {
+		got, err := exchange(held)
+		if err != nil {
+			got = err.Error()
+		}
+		heldDone <- got
+	}()
+
+	udp.blocked.Store(false)
+	eventually(t, 5*time.Second, "new streams on QUIC", func() bool { return e.Transport() == TransportQUIC })
 	s, _, err := e.OpenStream(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Write([]byte("hello")); err != nil {
-		t.Fatal(err)
+	if got, err := exchange(s); err != nil || got != TransportQUIC {
+		t.Errorf("new stream answered %q, %v; want %q", got, err, TransportQUIC)
 	}
-	select {
-	case <-got:
-		t.Fatal("relay's stream context ended before the edge aborted")
-	case <-time.After(100 * time.Millisecond):
+	close(release)
+	if got := <-heldDone; got != TransportTCP {
+		t.Errorf("the stream opened on TCP got %q, want it to finish there", got)
 	}
-	start := time.Now()
-	s.Abort(proto.CodeCancel)
-	select {
-	case at := <-got:
-		if d := at.Sub(start); d > 100*time.Millisecond {
-			t.Errorf("relay's stream context ended %v after the abort, want within 100ms", d)
-		}
-	case <-time.After(time.Second):
-		t.Fatal("relay's stream context did not end after the edge aborted")
-	}
-	if s.Context().Err() == nil {
-		t.Error("the aborting side's own context is still live")
-	}
+	eventually(t, 2*time.Second, "the drained TCP session closed", func() bool { return r.Sessions() == 1 })
 }

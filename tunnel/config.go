@@ -29,6 +29,17 @@ type Config struct {
 	// ReconnectMax caps the wait between two connection attempts.
 	// Default: 30s.
 	ReconnectMax config.Duration `toml:"reconnect_max"`
+	// FallbackTimeout is how long transport "auto" waits for a QUIC
+	// session before it tries TCP (UDP blocked or throttled). Default: 3s.
+	FallbackTimeout config.Duration `toml:"fallback_timeout"`
+	// Connections is how many sessions the edge keeps to each relay, each
+	// with its own reconnects, so that one broken path never leaves the
+	// edge without a tunnel. Default: 2.
+	Connections int `toml:"connections"`
+	// QUICProbeInterval is how often an "auto" tunnel that fell back to
+	// TCP tries QUIC again (±20% jitter); new streams move to QUIC as soon
+	// as it works. Default: 30s.
+	QUICProbeInterval config.Duration `toml:"quic_probe_interval"`
 }
 
 // Defaults for Config.
@@ -38,11 +49,16 @@ const (
 	DefaultPingTimeout      = 5 * time.Second
 	DefaultReconnectMin     = 250 * time.Millisecond
 	DefaultReconnectMax     = 30 * time.Second
+	DefaultFallbackTimeout  = 3 * time.Second
+	DefaultQUICProbe        = 30 * time.Second
 )
 
 // SetDefaults fills every zero field with its default. Negative values are
 // left for Validate to report.
 func (c *Config) SetDefaults() {
+	if c.Connections == 0 {
+		c.Connections = DefaultConnections
+	}
 	for _, f := range []struct {
 		d   *config.Duration
 		def time.Duration
@@ -52,6 +68,8 @@ func (c *Config) SetDefaults() {
 		{&c.PingTimeout, DefaultPingTimeout},
 		{&c.ReconnectMin, DefaultReconnectMin},
 		{&c.ReconnectMax, DefaultReconnectMax},
+		{&c.FallbackTimeout, DefaultFallbackTimeout},
+		{&c.QUICProbeInterval, DefaultQUICProbe},
 	} {
 		if f.d.Duration == 0 {
 			f.d.Duration = f.def
@@ -71,10 +89,15 @@ func (c *Config) Validate() error {
 		{"ping_timeout", c.PingTimeout.Duration},
 		{"reconnect_min", c.ReconnectMin.Duration},
 		{"reconnect_max", c.ReconnectMax.Duration},
+		{"fallback_timeout", c.FallbackTimeout.Duration},
+		{"quic_probe_interval", c.QUICProbeInterval.Duration},
 	} {
 		if f.d <= 0 {
 			return fmt.Errorf("tunnel.%s = %s: want a positive duration", f.key, f.d)
 		}
+	}
+	if c.Connections < 0 {
+		return fmt.Errorf("tunnel.connections = %d: want a positive number", c.Connections)
 	}
 	if c.ReconnectMax.Duration < c.ReconnectMin.Duration {
 		return fmt.Errorf("tunnel.reconnect_max = %s: want at least tunnel.reconnect_min (%s)",

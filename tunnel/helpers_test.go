@@ -24,7 +24,7 @@ func testConfig() Config {
 	return Config{
 		HandshakeTimeout: config.Duration{Duration: 2 * time.Second},
 		PingInterval:     config.Duration{Duration: 50 * time.Millisecond},
-		PingTimeout:      config.Duration{Duration: 150 * time.Millisecond},
+		PingTimeout:      config.Duration{Duration: 400 * time.Millisecond},
 		ReconnectMin:     config.Duration{Duration: 10 * time.Millisecond},
 		ReconnectMax:     config.Duration{Duration: 100 * time.Millisecond},
 	}
@@ -122,18 +122,25 @@ type testEdge struct {
 	logs *logBuffer
 }
 
-func startEdge(t testing.TB, id *Identity, addr, pin string) *testEdge {
+// startEdge starts a Client of relay addr over transport (TransportAuto when
+// empty); mods adjust its options.
+func startEdge(t testing.TB, id *Identity, addr, pin, transport string, mods ...func(*ClientOptions)) *testEdge {
 	t.Helper()
 	log, lb := newLogger(t, "edge")
-	c, err := NewClient(ClientOptions{
+	opts := ClientOptions{
 		Config:    testConfig(),
 		Identity:  id,
 		RelayAddr: addr,
 		RelayKey:  pin,
+		Transport: transport,
 		EdgeName:  "edge-self",
 		Software:  "airlock-test",
 		Logger:    log,
-	})
+	}
+	for _, mod := range mods {
+		mod(&opts)
+	}
+	c, err := NewClient(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,14 +155,27 @@ func startEdge(t testing.TB, id *Identity, addr, pin string) *testEdge {
 	return &testEdge{Client: c, id: id, logs: lb}
 }
 
-// pair starts a relay with handler h and an edge it authorizes, and waits
-// until the session is up.
-func pair(t testing.TB, h Handler) (*testRelay, *testEdge) {
+// transports are the transports every session test runs over.
+var transports = []string{TransportQUIC, TransportTCP}
+
+// forEachTransport runs f as a subtest per transport.
+func forEachTransport(t *testing.T, f func(t *testing.T, transport string)) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { f(t, tr) })
+	}
+}
+
+// pair starts a relay with handler h and an edge it authorizes, connected
+// over transport, and waits until the session is up.
+func pair(t testing.TB, transport string, h Handler) (*testRelay, *testEdge) {
 	t.Helper()
 	relayID, edgeID := mustIdentity(t), mustIdentity(t)
 	r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(edgeID.Fingerprint()), h)
-	e := startEdge(t, edgeID, r.Addr().String(), relayID.Fingerprint())
+	e := startEdge(t, edgeID, r.Addr().String(), relayID.Fingerprint(), transport)
 	waitReady(t, e.Client)
+	if got := e.Transport(); got != transport {
+		t.Fatalf("edge connected over %q, want %q", got, transport)
+	}
 	return r, e
 }
 

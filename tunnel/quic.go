@@ -2,20 +2,21 @@ package tunnel
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
+	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
 	"github.com/airlock-proxy/airlock/proto"
 )
-
-// transportQUIC is Peer.Transport for sessions over QUIC.
-const transportQUIC = "quic"
 
 // Flow-control windows. Each exchange may carry a large upload or a fast
 // stream of tokens, and many run at once on one connection, so the windows
@@ -48,6 +49,82 @@ func quicConfig(cfg *Config, maxIncoming int64) *quic.Config {
 	}
 }
 
+// quicConn adapts a *quic.Conn to conn.
+type quicConn struct {
+	c *quic.Conn
+	// tr and udp are the edge's own transport and socket for this
+	// connection, closed with it; nil on the relay, whose listener owns
+	// them.
+	tr  *quic.Transport
+	udp *net.UDPConn
+}
+
+// dialQUIC dials addr over QUIC from a fresh UDP socket, so that a
+// reconnect never reuses a NAT binding that the old path left stale. The
+// socket's buffers are sized for QUIC first.
+func dialQUIC(ctx context.Context, addr string, tlsConf *tls.Config, conf *quic.Config, log *slog.Logger) (quicConn, error) {
+	raddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return quicConn{}, err
+	}
+	udp, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		return quicConn{}, err
+	}
+	tuneUDPBuffers(udp, log)
+	tr := &quic.Transport{Conn: udp}
+	c, err := tr.Dial(ctx, raddr, tlsConf, conf)
+	if err != nil {
+		tr.Close()
+		udp.Close()
+		return quicConn{}, err
+	}
+	return quicConn{c: c, tr: tr, udp: udp}, nil
+}
+
+func (q quicConn) openStream(ctx context.Context) (stream, error) {
+	st, err := q.c.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return newQUICStream(st), nil
+}
+
+func (q quicConn) acceptStream(ctx context.Context) (stream, error) {
+	st, err := q.c.AcceptStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return newQUICStream(st), nil
+}
+
+func (q quicConn) closeWithError(code closeCode, msg string) {
+	q.c.CloseWithError(quic.ApplicationErrorCode(code), msg)
+	if q.tr != nil {
+		q.tr.Close()
+		q.udp.Close()
+	}
+}
+
+func (q quicConn) context() context.Context { return q.c.Context() }
+func (q quicConn) remoteAddr() net.Addr     { return q.c.RemoteAddr() }
+func (q quicConn) transport() string        { return TransportQUIC }
+
+// attachControl does nothing: QUIC resets streams and closes connections
+// with codes of its own.
+func (q quicConn) attachControl(*controlStream) {}
+
+// peerReset reports false: a QUIC peer resets streams in QUIC itself.
+func (q quicConn) peerReset(*proto.StreamReset) bool { return false }
+
+func (q quicConn) peerKey() (string, error) {
+	certs := q.c.ConnectionState().TLS.PeerCertificates
+	if len(certs) == 0 {
+		return "", errors.New("peer presented no certificate")
+	}
+	return Fingerprint(certs[0].PublicKey)
+}
+
 // quicStream adapts a *quic.Stream to Stream.
 type quicStream struct {
 	s *quic.Stream
@@ -57,20 +134,12 @@ type quicStream struct {
 	abortOnce sync.Once
 	closeOnce sync.Once
 
-	onDone   func() // called once, at the first Close or Abort; may be nil
-	doneOnce sync.Once
+	doneHook
 }
 
-// newQUICStream wraps s. onDone, if not nil, is called once when the stream
-// is first closed or aborted.
-func newQUICStream(s *quic.Stream, onDone func()) *quicStream {
-	return &quicStream{s: s, onDone: onDone}
-}
-
-func (q *quicStream) done() {
-	if q.onDone != nil {
-		q.doneOnce.Do(q.onDone)
-	}
+// newQUICStream wraps s.
+func newQUICStream(s *quic.Stream) *quicStream {
+	return &quicStream{s: s}
 }
 
 // Read reads from the stream. After the peer's Abort (or STOP_SENDING), the
@@ -142,6 +211,9 @@ func (q *quicStream) Close() error {
 	return nil
 }
 
+// SetDeadline sets the deadline of both directions.
+func (q *quicStream) SetDeadline(t time.Time) error { return q.s.SetDeadline(t) }
+
 // ID returns the QUIC stream ID.
 func (q *quicStream) ID() int64 { return int64(q.s.StreamID()) }
 
@@ -172,4 +244,7 @@ func (e *peerResetError) Error() string {
 
 func (e *peerResetError) Unwrap() []error { return []error{e.rst, e.err} }
 
-var _ Stream = (*quicStream)(nil)
+var (
+	_ conn   = quicConn{}
+	_ stream = (*quicStream)(nil)
+)

@@ -10,6 +10,8 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -20,9 +22,13 @@ import (
 type ServerOptions struct {
 	// Identity is the relay's key pair, presented to edges. Required.
 	Identity *Identity
-	// Listen is the UDP address to listen on, "host:port"; port 0 picks a
-	// free port (see [Server.Addr]).
+	// Listen is the UDP address to listen on for QUIC, "host:port"; port
+	// 0 picks a free port (see [Server.Addr]).
 	Listen string
+	// ListenTCP is the TCP address for the TLS/TCP transport. Empty means
+	// the same host and port as the UDP listener (the port it got, when
+	// Listen asks for port 0); ListenTCPOff turns the TCP transport off.
+	ListenTCP string
 	// RelayName names this relay in WELCOME, for the edges' logs.
 	RelayName string
 	// Authorize maps an edge's key fingerprint to its configured name and
@@ -44,6 +50,9 @@ type ServerOptions struct {
 	// are not used.
 	Config Config
 }
+
+// ListenTCPOff, as ServerOptions.ListenTCP, serves QUIC only.
+const ListenTCPOff = "off"
 
 // Server is the relay side of the tunnel: it accepts sessions from edges
 // whose keys Authorize knows and hands each exchange stream to a Handler, in
@@ -67,6 +76,7 @@ type Server struct {
 	udp      *net.UDPConn
 	tr       *quic.Transport
 	ln       *quic.Listener
+	tcpLn    net.Listener                // nil when the TCP transport is off
 	sessions map[*serverSession]struct{} // accepted connections, in handshake or up
 	up       int                         // sessions past WELCOME
 	serving  bool
@@ -76,7 +86,7 @@ type Server struct {
 
 // serverSession is one edge's connection.
 type serverSession struct {
-	conn       *quic.Conn
+	conn       conn
 	goaway     chan struct{} // closed to send GOAWAY
 	goawayOnce sync.Once
 }
@@ -139,21 +149,77 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("tunnel server: listen address %q: %w", s.opts.Listen, err)
 	}
-	udp, err := net.ListenUDP("udp", addr)
+	udp, tcpLn, err := s.listenBoth(addr)
 	if err != nil {
-		return fmt.Errorf("tunnel server: %w", err)
+		return err
 	}
+	tuneUDPBuffers(udp, s.log)
 	tr := &quic.Transport{Conn: udp}
 	ln, err := tr.Listen(s.tlsConf, s.quicConf)
 	if err != nil {
 		tr.Close()
 		udp.Close()
+		if tcpLn != nil {
+			tcpLn.Close()
+		}
 		return fmt.Errorf("tunnel server: listening on %s: %w", udp.LocalAddr(), err)
 	}
-	s.udp, s.tr, s.ln = udp, tr, ln
-	s.log.Info("tunnel: listening", "addr", ln.Addr().String(), "key", s.opts.Identity.Fingerprint(),
+	s.udp, s.tr, s.ln, s.tcpLn = udp, tr, ln, tcpLn
+	tcpAddr := ListenTCPOff
+	if tcpLn != nil {
+		tcpAddr = tcpLn.Addr().String()
+	}
+	s.log.Info("tunnel: listening", "udp", ln.Addr().String(), "tcp", tcpAddr, "key", s.opts.Identity.Fingerprint(),
 		"relay", s.opts.RelayName, "software", s.opts.Software)
 	return nil
+}
+
+// listenBoth binds the UDP socket and the TCP listener. When both take the
+// same port and the port is left to the system (0), the port the UDP socket
+// got may be taken for TCP: then it tries again with another one.
+func (s *Server) listenBoth(addr *net.UDPAddr) (*net.UDPConn, net.Listener, error) {
+	for attempt := 1; ; attempt++ {
+		udp, err := net.ListenUDP("udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("tunnel server: %w", err)
+		}
+		tcpLn, err := s.listenTCP(udp.LocalAddr().(*net.UDPAddr))
+		if err == nil {
+			return udp, tcpLn, nil
+		}
+		udp.Close()
+		if addr.Port != 0 || s.opts.ListenTCP != "" || !errors.Is(err, syscall.EADDRINUSE) || attempt == 10 {
+			return nil, nil, err
+		}
+	}
+}
+
+// listenTCP opens the TCP listener of the TLS/TCP transport, by default on
+// the UDP listener's host and port.
+func (s *Server) listenTCP(udp *net.UDPAddr) (net.Listener, error) {
+	addr := s.opts.ListenTCP
+	switch addr {
+	case ListenTCPOff:
+		return nil, nil
+	case "":
+		addr = (&net.TCPAddr{IP: udp.IP, Port: udp.Port, Zone: udp.Zone}).String()
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel server: TCP listener: %w", err)
+	}
+	return ln, nil
+}
+
+// TCPAddr returns the TCP address of the TLS/TCP transport, or nil before
+// Listen or when it is off.
+func (s *Server) TCPAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tcpLn == nil {
+		return nil
+	}
+	return s.tcpLn.Addr()
 }
 
 // Addr returns the UDP address the server listens on, or nil before Listen.
@@ -187,11 +253,14 @@ func (s *Server) Serve(ctx context.Context) error {
 		return errors.New("tunnel server: Serve is already running")
 	}
 	s.serving = true
-	ln := s.ln
+	ln, tcpLn := s.ln, s.tcpLn
 	s.mu.Unlock()
 
+	if tcpLn != nil {
+		s.wg.Go(func() { s.acceptTCP(tcpLn) })
+	}
 	for {
-		conn, err := ln.Accept(ctx)
+		qc, err := ln.Accept(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return s.Close()
@@ -201,17 +270,71 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			return fmt.Errorf("tunnel server: accepting: %w", err)
 		}
-		s.startSession(conn)
+		s.startSession(quicConn{c: qc})
 	}
 }
 
-// startSession registers conn and serves it in a goroutine.
-func (s *Server) startSession(conn *quic.Conn) {
-	ss := &serverSession{conn: conn, goaway: make(chan struct{})}
+// acceptTCP accepts TCP connections until the listener closes, and does
+// each one's TLS handshake and yamux setup in a goroutine of its own.
+func (s *Server) acceptTCP(ln net.Listener) {
+	for {
+		raw, err := ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			if !errors.Is(err, net.ErrClosed) {
+				s.log.Error("tunnel: accepting TCP connections failed; TCP transport stopped", "err", err)
+			}
+			return
+		}
+		s.wg.Go(func() {
+			c, err := s.handshakeTCP(raw)
+			if err != nil {
+				s.log.Debug("tunnel: TCP handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
+				return
+			}
+			s.startSession(c)
+		})
+	}
+}
+
+// handshakeTCP does the relay side of the TLS handshake on a new TCP
+// connection, within Config.HandshakeTimeout, and starts yamux on it.
+func (s *Server) handshakeTCP(raw net.Conn) (conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout.Duration)
+	defer cancel()
+	tc := tls.Server(raw, s.tlsConf)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		lingeringClose(raw)
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	return newYamuxConn(tc, true, &s.cfg, s.log)
+}
+
+// lingeringClose closes a refused connection so that the edge reads the TLS
+// alert that says why: it ends the sending side, then discards what the
+// edge still sends (its first request) for up to a second before closing.
+// A plain close with unread bytes would send a TCP reset, which can reach
+// the edge before the alert and hide it.
+func lingeringClose(c net.Conn) {
+	defer c.Close()
+	tc, ok := c.(*net.TCPConn)
+	if !ok || tc.CloseWrite() != nil {
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+}
+
+// startSession registers c and serves it in a goroutine.
+func (s *Server) startSession(c conn) {
+	ss := &serverSession{conn: c, goaway: make(chan struct{})}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		conn.CloseWithError(closeNormal, "relay shutting down")
+		c.closeWithError(closeNormal, "relay shutting down")
 		return
 	}
 	s.sessions[ss] = struct{}{}
@@ -241,38 +364,39 @@ func (s *Server) serveSession(ss *serverSession) {
 		s.live.done()
 	}()
 
-	log := s.log.With("remote", conn.RemoteAddr().String())
+	log := s.log.With("remote", conn.remoteAddr().String(), "transport", conn.transport())
 	ctrl, hello, err := acceptControl(conn, s.cfg.HandshakeTimeout.Duration)
 	if err != nil {
 		if closeCause(conn) == nil {
 			log.Warn("tunnel: edge handshake failed", "err", err)
 		}
-		conn.CloseWithError(handshakeCloseCode(err), err.Error())
+		conn.closeWithError(handshakeCloseCode(err), err.Error())
 		return
 	}
+	conn.attachControl(ctrl)
 	if hello.Version != proto.ProtocolVersion {
 		msg := fmt.Sprintf("unsupported protocol version %d: this relay speaks version %d", hello.Version, proto.ProtocolVersion)
 		log.Warn("tunnel: refused edge: "+msg, "edge_name", hello.EdgeName, "software", hello.Software)
-		conn.CloseWithError(closeVersion, msg)
+		conn.closeWithError(closeVersion, msg)
 		return
 	}
-	key, err := peerKey(conn)
+	key, err := conn.peerKey()
 	if err != nil {
-		conn.CloseWithError(closeProtocol, err.Error())
+		conn.closeWithError(closeProtocol, err.Error())
 		return
 	}
 	name, upstreams, err := s.opts.Authorize(key)
 	if err != nil {
 		log.Warn("tunnel: refused edge key "+key, "key", key, "err", err)
-		conn.CloseWithError(closeUnauthorized, "edge key not authorized")
+		conn.closeWithError(closeUnauthorized, "edge key not authorized")
 		return
 	}
 	peer := &Peer{
 		Name:       name,
 		Key:        key,
 		SessionID:  newSessionID(),
-		Transport:  transportQUIC,
-		RemoteAddr: conn.RemoteAddr(),
+		Transport:  conn.transport(),
+		RemoteAddr: conn.remoteAddr(),
 		Upstreams:  upstreams,
 	}
 	err = ctrl.w.WriteMessage(&proto.Welcome{
@@ -284,7 +408,7 @@ func (s *Server) serveSession(ss *serverSession) {
 	})
 	if err != nil {
 		log.Warn("tunnel: edge handshake failed", "edge", name, "err", err)
-		conn.CloseWithError(closeProtocol, "writing WELCOME failed")
+		conn.closeWithError(closeProtocol, "writing WELCOME failed")
 		return
 	}
 	s.mu.Lock()
@@ -294,18 +418,18 @@ func (s *Server) serveSession(ss *serverSession) {
 	log = log.With("edge", name, "session", peer.SessionID)
 	log.Info("tunnel: edge connected", "key", key, "edge_name", hello.EdgeName, "software", hello.Software)
 
-	ctx := conn.Context()
+	ctx := conn.context()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		err := s.serveControl(ctrl)
+		err := s.serveControl(conn, ctrl)
 		switch {
 		case closeCause(conn) != nil:
 		case errors.Is(err, io.EOF):
-			conn.CloseWithError(closeControlEnded, "edge ended the control stream")
+			conn.closeWithError(closeControlEnded, "edge ended the control stream")
 		default:
-			conn.CloseWithError(closeProtocol, fmt.Sprintf("control stream: %v", err))
+			conn.closeWithError(closeProtocol, fmt.Sprintf("control stream: %v", err))
 		}
 	}()
 	go func() {
@@ -320,7 +444,7 @@ func (s *Server) serveSession(ss *serverSession) {
 	}()
 
 	for {
-		st, err := conn.AcceptStream(ctx)
+		st, err := conn.acceptStream(ctx)
 		if err != nil {
 			break
 		}
@@ -332,8 +456,9 @@ func (s *Server) serveSession(ss *serverSession) {
 	log.Info("tunnel: edge disconnected", "reason", closeCause(conn))
 }
 
-// serveControl answers the edge's PINGs until the control stream fails.
-func (s *Server) serveControl(ctrl *controlStream) error {
+// serveControl answers the edge's PINGs and applies its STREAM_RESETs until
+// the control stream fails.
+func (s *Server) serveControl(c conn, ctrl *controlStream) error {
 	for {
 		m, err := ctrl.r.ReadMessage()
 		if err != nil {
@@ -346,6 +471,10 @@ func (s *Server) serveControl(ctrl *controlStream) error {
 			}
 		case *proto.Pong:
 			// The relay sends no PINGs; an unsolicited PONG is harmless.
+		case *proto.StreamReset:
+			if !c.peerReset(m) {
+				return fmt.Errorf("%w: STREAM_RESET on %s", proto.ErrProtocol, c.transport())
+			}
 		default:
 			return fmt.Errorf("%w: unexpected %T", proto.ErrProtocol, m)
 		}
@@ -355,10 +484,9 @@ func (s *Server) serveControl(ctrl *controlStream) error {
 // serveStream runs the handler on one exchange stream. If the handler
 // returns without closing the stream, or panics, the stream is closed or
 // aborted here so that its flow-control credit is not lost.
-func (s *Server) serveStream(ctx context.Context, peer *Peer, st *quic.Stream, log *slog.Logger) {
+func (s *Server) serveStream(ctx context.Context, peer *Peer, qs stream, log *slog.Logger) {
 	defer s.wg.Done()
 	defer s.inflight.done()
-	qs := newQUICStream(st, nil)
 	defer func() {
 		if v := recover(); v != nil {
 			log.Error("tunnel: stream handler panicked", "stream", qs.ID(), "panic", v, "stack", string(debug.Stack()))
@@ -390,7 +518,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return s.Close()
 	}
 	s.draining = true
-	ln := s.ln
+	ln, tcpLn := s.ln, s.tcpLn
 	for ss := range s.sessions {
 		ss.sendGoAway()
 	}
@@ -398,6 +526,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	if ln != nil {
 		ln.Close()
+	}
+	if tcpLn != nil {
+		tcpLn.Close()
 	}
 	s.log.Info("tunnel: draining", "sessions", n, "streams", s.inflight.count())
 
@@ -424,7 +555,7 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
-		ln, tr, udp := s.ln, s.tr, s.udp
+		ln, tr, udp, tcpLn := s.ln, s.tr, s.udp, s.tcpLn
 		sessions := make([]*serverSession, 0, len(s.sessions))
 		for ss := range s.sessions {
 			sessions = append(sessions, ss)
@@ -433,8 +564,11 @@ func (s *Server) Close() error {
 		if ln != nil {
 			ln.Close()
 		}
+		if tcpLn != nil {
+			tcpLn.Close()
+		}
 		for _, ss := range sessions {
-			ss.conn.CloseWithError(closeNormal, "relay shutting down")
+			ss.conn.closeWithError(closeNormal, "relay shutting down")
 		}
 		s.wg.Wait()
 		if tr != nil {

@@ -14,83 +14,87 @@ import (
 )
 
 func TestShutdownDrains(t *testing.T) {
-	started := make(chan struct{})
-	release := make(chan struct{})
-	r, e := pair(t, HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) {
-		req, err := io.ReadAll(s)
+	forEachTransport(t, func(t *testing.T, transport string) {
+		started := make(chan struct{})
+		release := make(chan struct{})
+		r, e := pair(t, transport, HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) {
+			req, err := io.ReadAll(s)
+			if err != nil {
+				s.Abort(proto.CodeCancel)
+				return
+			}
+			close(started)
+			<-release
+			s.Write(append([]byte("answer to "), req...))
+			s.CloseWrite()
+			s.Close()
+		}))
+
+		s, _, err := e.OpenStream(context.Background())
 		if err != nil {
-			s.Abort(proto.CodeCancel)
-			return
+			t.Fatal(err)
 		}
-		close(started)
-		<-release
-		s.Write(append([]byte("answer to "), req...))
+		defer s.Close()
+		s.Write([]byte("question"))
 		s.CloseWrite()
+		<-started
+
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		shut := make(chan error, 1)
+		go func() { shut <- r.Shutdown(ctx) }()
+
+		// GOAWAY: the edge stops opening streams on the session at once.
+		eventually(t, time.Second, "Ready() == false after GOAWAY", func() bool { return !e.Ready() })
+		if _, _, err := e.OpenStream(context.Background()); !errors.Is(err, ErrNoSession) {
+			t.Errorf("OpenStream while draining: got %v, want ErrNoSession", err)
+		}
+		select {
+		case err := <-shut:
+			t.Fatalf("Shutdown returned %v with a stream in flight", err)
+		default:
+		}
+
+		// The stream in flight completes.
+		close(release)
+		got, err := io.ReadAll(s)
+		if err != nil || string(got) != "answer to question" {
+			t.Errorf("got %q, %v; want \"answer to question\", nil", got, err)
+		}
+		// Its last stream done, the edge closes the drained session, and
+		// Shutdown returns.
 		s.Close()
-	}))
-
-	s, _, err := e.OpenStream(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	s.Write([]byte("question"))
-	s.CloseWrite()
-	<-started
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	shut := make(chan error, 1)
-	go func() { shut <- r.Shutdown(ctx) }()
-
-	// GOAWAY: the edge stops opening streams on the session at once.
-	eventually(t, time.Second, "Ready() == false after GOAWAY", func() bool { return !e.Ready() })
-	if _, _, err := e.OpenStream(context.Background()); !errors.Is(err, ErrNoSession) {
-		t.Errorf("OpenStream while draining: got %v, want ErrNoSession", err)
-	}
-	select {
-	case err := <-shut:
-		t.Fatalf("Shutdown returned %v with a stream in flight", err)
-	default:
-	}
-
-	// The stream in flight completes.
-	close(release)
-	got, err := io.ReadAll(s)
-	if err != nil || string(got) != "answer to question" {
-		t.Errorf("got %q, %v; want \"answer to question\", nil", got, err)
-	}
-	// Its last stream done, the edge closes the drained session, and
-	// Shutdown returns.
-	s.Close()
-	if err := <-shut; err != nil {
-		t.Errorf("Shutdown: %v", err)
-	}
-	if n := r.Sessions(); n != 0 {
-		t.Errorf("Sessions() = %d after Shutdown, want 0", n)
-	}
+		if err := <-shut; err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if n := r.Sessions(); n != 0 {
+			t.Errorf("Sessions() = %d after Shutdown, want 0", n)
+		}
+	})
 }
 
 func TestShutdownDeadline(t *testing.T) {
-	r, e := pair(t, HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) {
-		<-ctx.Done() // a stream that never ends by itself
-		s.Abort(proto.CodeCancel)
-	}))
-	s, _, err := e.OpenStream(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	s.Write([]byte("x"))
-	eventually(t, time.Second, "stream in flight", func() bool { return r.inflight.count() == 1 })
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if err := r.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Shutdown: got %v, want context.DeadlineExceeded", err)
-	}
-	if _, err := io.ReadAll(s); err == nil {
-		t.Error("the stream cut by Close read to a clean EOF")
-	}
+	forEachTransport(t, func(t *testing.T, transport string) {
+		r, e := pair(t, transport, HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) {
+			<-ctx.Done() // a stream that never ends by itself
+			s.Abort(proto.CodeCancel)
+		}))
+		s, _, err := e.OpenStream(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		s.Write([]byte("x"))
+		eventually(t, time.Second, "stream in flight", func() bool { return r.inflight.count() == 1 })
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		if err := r.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Shutdown: got %v, want context.DeadlineExceeded", err)
+		}
+		if _, err := io.ReadAll(s); err == nil {
+			t.Error("the stream cut by Close read to a clean EOF")
+		}
+	})
 }
 
 // rawDial connects to the relay as an edge would, without the Client's
@@ -124,7 +128,7 @@ func TestRelayRefusesUnknownVersion(t *testing.T) {
 		t.Fatal("relay did not close the connection")
 	}
 	var ae *quic.ApplicationError
-	if err := context.Cause(conn.Context()); !errors.As(err, &ae) || ae.ErrorCode != closeVersion ||
+	if err := context.Cause(conn.Context()); !errors.As(err, &ae) || ae.ErrorCode != quic.ApplicationErrorCode(closeVersion) ||
 		!strings.Contains(ae.ErrorMessage, "unsupported protocol version 99") {
 		t.Errorf("close error = %v, want code %d naming version 99", err, closeVersion)
 	}
@@ -141,7 +145,7 @@ func TestRelayHandshakeTimeout(t *testing.T) {
 		t.Fatal("relay did not close the connection")
 	}
 	var ae *quic.ApplicationError
-	if err := context.Cause(conn.Context()); !errors.As(err, &ae) || ae.ErrorCode != closeHandshakeTimeout {
+	if err := context.Cause(conn.Context()); !errors.As(err, &ae) || ae.ErrorCode != quic.ApplicationErrorCode(closeHandshakeTimeout) {
 		t.Errorf("close error = %v, want code %d", err, closeHandshakeTimeout)
 	}
 }

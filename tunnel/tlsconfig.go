@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 
 	"github.com/quic-go/quic-go"
 
@@ -101,16 +102,35 @@ func handshakeError(err error, ownKey string) error {
 	if errors.As(err, &pe) {
 		return pe
 	}
+	if refusedByPeer(err) {
+		return &peerError{
+			msg: fmt.Sprintf("relay refused this edge's key %s: add it to the relay's [[edge]] list (%v)",
+				ownKey, err),
+			sentinel: ErrUnknownPeer,
+		}
+	}
+	return err
+}
+
+// refusedByPeer reports whether err is the peer's TLS alert refusing our
+// certificate: over QUIC a CRYPTO_ERROR, over TCP a "remote error" read
+// from the TLS connection (TLS 1.3 sends it after the client's handshake is
+// done, so it arrives with the first read).
+func refusedByPeer(err error) bool {
 	var te *quic.TransportError
 	if errors.As(err, &te) && te.Remote {
 		switch te.ErrorCode {
 		case 0x100 + alertBadCertificate, 0x100 + alertCertificateUnknown, 0x100 + alertAccessDenied:
-			return &peerError{
-				msg: fmt.Sprintf("relay refused this edge's key %s: add it to the relay's [[edge]] list (%v)",
-					ownKey, te),
-				sentinel: ErrUnknownPeer,
+			return true
+		}
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "remote error" && oe.Err != nil {
+		for _, a := range []tls.AlertError{alertBadCertificate, alertCertificateUnknown, alertAccessDenied} {
+			if oe.Err.Error() == a.Error() {
+				return true
 			}
 		}
 	}
-	return err
+	return false
 }

@@ -83,12 +83,13 @@ type HandlerFunc func(ctx context.Context, peer *Peer, s Stream)
 // ServeStream calls f.
 func (f HandlerFunc) ServeStream(ctx context.Context, peer *Peer, s Stream) { f(ctx, peer, s) }
 
-// Opener opens exchange streams; a [Client] is one.
+// Opener opens exchange streams; a [Client] and a [Pool] are ones.
 type Opener interface {
-	// OpenStream opens a stream on a live session. It returns an error
-	// wrapping ErrNoSession at once when no session is up, and never
-	// blocks longer than ctx allows.
-	OpenStream(ctx context.Context) (Stream, *Peer, error)
+	// OpenStream opens a stream on a live session whose ID is not in
+	// avoid (the sessions that already refused the request). It returns
+	// an error wrapping ErrNoSession at once when no such session is up,
+	// and never blocks longer than ctx allows.
+	OpenStream(ctx context.Context, avoid ...string) (Stream, *Peer, error)
 }
 
 // Sentinel errors callers branch on.

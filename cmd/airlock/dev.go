@@ -6,21 +6,24 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/airlock-proxy/airlock/internal/devstack"
+	"github.com/airlock-proxy/airlock/tunnel"
 )
 
 func runDev(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("dev [flags]", `Run an edge, a relay and an OpenAI-compatible test upstream in one process,
-joined by a real QUIC tunnel on loopback with fresh in-memory keys, and serve
-until Ctrl-C. With -upstream, the relay calls that API instead of the test
+joined by a real tunnel on loopback (QUIC; -transport tcp for TLS/TCP + yamux)
+with fresh in-memory keys, and serve until Ctrl-C. With -upstream, the relay calls that API instead of the test
 upstream, with the key from the environment variable named by -upstream-key-env.`, stderr)
 	listen := fs.String("listen", "127.0.0.1:8080", "`address` the edge listens on for clients")
 	upstream := fs.String("upstream", "", "upstream base `URL` to call instead of the test upstream, e.g. https://api.openai.com/v1")
 	keyEnv := fs.String("upstream-key-env", "", "environment `variable` holding the upstream's API key (with -upstream)")
 	auth := fs.String("upstream-auth", "bearer", "how the upstream takes its key: bearer or api-key")
+	transport := fs.String("transport", "quic", "tunnel `transport`: quic, tcp or auto")
 	var lf logFlags
 	lf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -31,7 +34,7 @@ upstream, with the key from the environment variable named by -upstream-key-env.
 		return err
 	}
 	defer flushLog()
-	opts := devstack.Options{EdgeListen: *listen, UpstreamAuth: *auth, Logger: logger}
+	opts := devstack.Options{EdgeListen: *listen, UpstreamAuth: *auth, Transport: *transport, Logger: logger}
 	switch {
 	case *upstream == "" && *keyEnv != "":
 		return fmt.Errorf("-upstream-key-env needs -upstream")
@@ -67,7 +70,7 @@ func printDevBanner(w io.Writer, st *devstack.Stack) {
 	if st.Upstream == nil {
 		upstream = st.UpstreamURL
 	}
-	fmt.Fprintf(w, `airlock dev is running: edge → QUIC tunnel → relay → %s
+	fmt.Fprintf(w, `airlock dev is running: edge → %s tunnel → relay → %s
 
   base URL:   %s
   client key: %s
@@ -85,5 +88,13 @@ Or from an SDK:
   python3 -c 'from openai import OpenAI; print(OpenAI().chat.completions.create(model="gpt-4o-mini", messages=[{"role":"user","content":"Hello"}]).choices[0].message.content)'
 
 Press Ctrl-C to stop.
-`, upstream, st.EdgeURL, st.ClientKey, st.EdgeURL, st.ClientKey, st.EdgeURL, st.ClientKey)
+`, transportName(st.Edge.Transport()), upstream, st.EdgeURL, st.ClientKey, st.EdgeURL, st.ClientKey, st.EdgeURL, st.ClientKey)
+}
+
+// transportName names a tunnel transport for people.
+func transportName(t string) string {
+	if t == tunnel.TransportTCP {
+		return "TLS/TCP"
+	}
+	return strings.ToUpper(t)
 }

@@ -55,6 +55,12 @@ func commands() []command {
 }
 
 func main() {
+	// The tunnel checks UDP buffer sizes itself and logs one structured
+	// warning naming the sysctl fix; quic-go's own unstructured warning on
+	// stderr would only repeat it. An explicit setting wins.
+	if _, set := os.LookupEnv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING"); !set {
+		os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -23,7 +23,7 @@ import (
 // Server is an admin HTTP listener.
 type Server struct {
 	addr   string
-	ready  func() error
+	ready  func() (string, error)
 	logger *slog.Logger
 	mux    *http.ServeMux
 	srv    *http.Server
@@ -36,9 +36,10 @@ type Server struct {
 }
 
 // New returns an admin server for addr ("127.0.0.1:9090"; port 0 picks one).
-// ready reports nil when the role can serve, or an error saying why not; it
-// is called on every /readyz request and must be fast. A nil logger discards.
-func New(addr string, ready func() error, logger *slog.Logger) *Server {
+// ready reports a nil error and a one-line state (e.g. the tunnel's
+// transport) when the role can serve, or an error saying why not; it is
+// called on every /readyz request and must be fast. A nil logger discards.
+func New(addr string, ready func() (string, error), logger *slog.Logger) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -67,12 +68,17 @@ func New(addr string, ready func() error, logger *slog.Logger) *Server {
 func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	if err := s.ready(); err != nil {
+	state, err := s.ready()
+	if err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintf(w, "not ready: %v\n", err)
 		return
 	}
-	fmt.Fprintln(w, "ready")
+	if state == "" {
+		fmt.Fprintln(w, "ready")
+		return
+	}
+	fmt.Fprintf(w, "ready: %s\n", state)
 }
 
 // Handle registers h for pattern (a net/http ServeMux pattern), e.g.

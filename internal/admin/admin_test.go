@@ -12,11 +12,11 @@ import (
 func TestEndpoints(t *testing.T) {
 	var notReady atomic.Value
 	notReady.Store("")
-	s := New("127.0.0.1:0", func() error {
+	s := New("127.0.0.1:0", func() (string, error) {
 		if why := notReady.Load().(string); why != "" {
-			return errors.New(why)
+			return "", errors.New(why)
 		}
-		return nil
+		return "tunnel over quic", nil
 	}, nil)
 	s.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "m 1\n") }))
 	if err := s.Start(); err != nil {
@@ -41,7 +41,7 @@ func TestEndpoints(t *testing.T) {
 		wantBody             string
 	}{
 		{"healthz", "/healthz", "", 200, "ok"},
-		{"ready", "/readyz", "", 200, "ready"},
+		{"ready", "/readyz", "", 200, "ready: tunnel over quic"},
 		{"not ready says why", "/readyz", "no tunnel session", 503, "not ready: no tunnel session"},
 		{"healthz while not ready", "/healthz", "no tunnel session", 200, "ok"},
 		{"registered handler", "/metrics", "", 200, "m 1"},
@@ -63,7 +63,7 @@ func TestEndpoints(t *testing.T) {
 }
 
 func TestCloseIsIdempotent(t *testing.T) {
-	s := New("127.0.0.1:0", func() error { return nil }, nil)
+	s := New("127.0.0.1:0", func() (string, error) { return "", nil }, nil)
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestCloseIsIdempotent(t *testing.T) {
 }
 
 func TestCloseWithoutStart(t *testing.T) {
-	s := New("127.0.0.1:0", func() error { return nil }, nil)
+	s := New("127.0.0.1:0", func() (string, error) { return "", nil }, nil)
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close before Start: %v", err)
 	}

@@ -1,6 +1,6 @@
 // Package devstack runs a whole airlock path in one process: an OpenAI-
 // compatible test upstream (or a real upstream), a relay and an edge, joined
-// by a real QUIC tunnel on loopback with fresh in-memory keys.
+// by a real tunnel (QUIC, or TLS/TCP) on loopback with fresh in-memory keys.
 //
 // It is what `airlock dev` runs, and what the end-to-end tests build on, so
 // that both exercise exactly the same wiring as a two-host deployment.
@@ -38,6 +38,9 @@ type Options struct {
 	TestUpstream testupstream.Options
 	// Tunnel overrides tunnel settings of the edge (zero fields: defaults).
 	Tunnel tunnel.Config
+	// Transport is the edge's tunnel transport: "auto" (default), "quic"
+	// or "tcp".
+	Transport string
 	// Logger receives all three components' logs. Nil discards.
 	Logger *slog.Logger
 }
@@ -147,6 +150,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		Clients:     []edge.ClientConfig{{Name: "dev", KeyHash: clientHash}},
 		Relays:      []edge.RelayConfig{{Address: st.Relay.Addr().String(), Key: relayID.Fingerprint()}},
 		Tunnel:      opts.Tunnel,
+		Transport:   opts.Transport,
 	}
 	ecfg.SetDefaults()
 	if err := ecfg.Validate(); err != nil {

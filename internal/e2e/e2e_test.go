@@ -27,12 +27,29 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// startStack runs edge + relay + test upstream for one test.
+// transports are the tunnel transports the core tests run over.
+var transports = []string{"quic", "tcp"}
+
+// forEachTransport runs f as a subtest per tunnel transport.
+func forEachTransport(t *testing.T, f func(t *testing.T, transport string)) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { f(t, tr) })
+	}
+}
+
+// startStack runs edge + relay + test upstream for one test, with the edge
+// on QUIC.
 func startStack(t *testing.T, up testupstream.Options) *devstack.Stack {
+	return startStackOver(t, "quic", up)
+}
+
+// startStackOver runs edge + relay + test upstream for one test, with the
+// edge on transport.
+func startStackOver(t *testing.T, transport string, up testupstream.Options) *devstack.Stack {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := devstack.Start(ctx, devstack.Options{TestUpstream: up})
+	st, err := devstack.Start(ctx, devstack.Options{TestUpstream: up, Transport: transport})
 	if err != nil {
 		t.Fatalf("starting the stack: %v", err)
 	}
@@ -67,76 +84,80 @@ func drainRequests(up *testupstream.Server) {
 }
 
 func TestChatCompletionJSON(t *testing.T) {
-	st := startStack(t, testupstream.Options{})
-	c := sdk(st, st.ClientKey)
-	resp, err := c.Chat.Completions.New(testCtx(t), openai.ChatCompletionNewParams{
-		Model:    "gpt-4o-mini",
-		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("ping through the tunnel")},
+	forEachTransport(t, func(t *testing.T, transport string) {
+		st := startStackOver(t, transport, testupstream.Options{})
+		c := sdk(st, st.ClientKey)
+		resp, err := c.Chat.Completions.New(testCtx(t), openai.ChatCompletionNewParams{
+			Model:    "gpt-4o-mini",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("ping through the tunnel")},
+		})
+		if err != nil {
+			t.Fatalf("chat completion: %v", err)
+		}
+		if len(resp.Choices) != 1 || !strings.Contains(resp.Choices[0].Message.Content, "ping through the tunnel") {
+			t.Fatalf("got choices %+v, want one answer quoting the prompt", resp.Choices)
+		}
+		if resp.Usage.TotalTokens == 0 || resp.Usage.TotalTokens != resp.Usage.PromptTokens+resp.Usage.CompletionTokens {
+			t.Errorf("got usage %+v, want consistent non-zero totals", resp.Usage)
+		}
 	})
-	if err != nil {
-		t.Fatalf("chat completion: %v", err)
-	}
-	if len(resp.Choices) != 1 || !strings.Contains(resp.Choices[0].Message.Content, "ping through the tunnel") {
-		t.Fatalf("got choices %+v, want one answer quoting the prompt", resp.Choices)
-	}
-	if resp.Usage.TotalTokens == 0 || resp.Usage.TotalTokens != resp.Usage.PromptTokens+resp.Usage.CompletionTokens {
-		t.Errorf("got usage %+v, want consistent non-zero totals", resp.Usage)
-	}
 }
 
 func TestChatCompletionStreamArrivesEventByEvent(t *testing.T) {
-	const interval = 40 * time.Millisecond
-	const chunks = 8
-	st := startStack(t, testupstream.Options{ChunkInterval: interval})
-	c := sdk(st, st.ClientKey)
-	stream := c.Chat.Completions.NewStreaming(testCtx(t), openai.ChatCompletionNewParams{
-		Model:         "gpt-4o-mini",
-		Messages:      []openai.ChatCompletionMessageParamUnion{openai.UserMessage("stream me")},
-		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
-	}, option.WithHeader("X-Test-Chunks", fmt.Sprint(chunks)))
-	defer stream.Close()
+	forEachTransport(t, func(t *testing.T, transport string) {
+		const interval = 40 * time.Millisecond
+		const chunks = 8
+		st := startStackOver(t, transport, testupstream.Options{ChunkInterval: interval})
+		c := sdk(st, st.ClientKey)
+		stream := c.Chat.Completions.NewStreaming(testCtx(t), openai.ChatCompletionNewParams{
+			Model:         "gpt-4o-mini",
+			Messages:      []openai.ChatCompletionMessageParamUnion{openai.UserMessage("stream me")},
+			StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
+		}, option.WithHeader("X-Test-Chunks", fmt.Sprint(chunks)))
+		defer stream.Close()
 
-	var arrivals []time.Time
-	var text strings.Builder
-	var usage openai.CompletionUsage
-	for stream.Next() {
-		ch := stream.Current()
-		arrivals = append(arrivals, time.Now())
-		if len(ch.Choices) > 0 {
-			text.WriteString(ch.Choices[0].Delta.Content)
+		var arrivals []time.Time
+		var text strings.Builder
+		var usage openai.CompletionUsage
+		for stream.Next() {
+			ch := stream.Current()
+			arrivals = append(arrivals, time.Now())
+			if len(ch.Choices) > 0 {
+				text.WriteString(ch.Choices[0].Delta.Content)
+			}
+			if ch.Usage.TotalTokens > 0 {
+				usage = ch.Usage
+			}
 		}
-		if ch.Usage.TotalTokens > 0 {
-			usage = ch.Usage
+		if err := stream.Err(); err != nil {
+			t.Fatalf("stream: %v", err)
 		}
-	}
-	if err := stream.Err(); err != nil {
-		t.Fatalf("stream: %v", err)
-	}
-	if text.Len() == 0 {
-		t.Fatal("got no content")
-	}
-	if usage.TotalTokens == 0 {
-		t.Error("got no usage chunk, want one (include_usage)")
-	}
-	if len(arrivals) < chunks {
-		t.Fatalf("got %d events, want at least %d", len(arrivals), chunks)
-	}
-	// The upstream spaces events by interval. Delivered one by one, they
-	// arrive spread over about (n-1)*interval; buffered, they would arrive
-	// together at the end. Wide bounds: half the pace, and most gaps.
-	spread := arrivals[len(arrivals)-1].Sub(arrivals[0])
-	if want := time.Duration(len(arrivals)-1) * interval / 2; spread < want {
-		t.Errorf("events arrived within %v, want them spread over at least %v (upstream pace %v)", spread, want, interval)
-	}
-	spaced := 0
-	for i := 1; i < len(arrivals); i++ {
-		if arrivals[i].Sub(arrivals[i-1]) >= interval/4 {
-			spaced++
+		if text.Len() == 0 {
+			t.Fatal("got no content")
 		}
-	}
-	if spaced < (len(arrivals)-1)/2 {
-		t.Errorf("only %d of %d gaps between events were at least %v: events are being merged", spaced, len(arrivals)-1, interval/4)
-	}
+		if usage.TotalTokens == 0 {
+			t.Error("got no usage chunk, want one (include_usage)")
+		}
+		if len(arrivals) < chunks {
+			t.Fatalf("got %d events, want at least %d", len(arrivals), chunks)
+		}
+		// The upstream spaces events by interval. Delivered one by one, they
+		// arrive spread over about (n-1)*interval; buffered, they would arrive
+		// together at the end. Wide bounds: half the pace, and most gaps.
+		spread := arrivals[len(arrivals)-1].Sub(arrivals[0])
+		if want := time.Duration(len(arrivals)-1) * interval / 2; spread < want {
+			t.Errorf("events arrived within %v, want them spread over at least %v (upstream pace %v)", spread, want, interval)
+		}
+		spaced := 0
+		for i := 1; i < len(arrivals); i++ {
+			if arrivals[i].Sub(arrivals[i-1]) >= interval/4 {
+				spaced++
+			}
+		}
+		if spaced < (len(arrivals)-1)/2 {
+			t.Errorf("only %d of %d gaps between events were at least %v: events are being merged", spaced, len(arrivals)-1, interval/4)
+		}
+	})
 }
 
 func TestEmbeddingsAndModels(t *testing.T) {
@@ -163,31 +184,33 @@ func TestEmbeddingsAndModels(t *testing.T) {
 }
 
 func TestMultipartUploads(t *testing.T) {
-	st := startStack(t, testupstream.Options{})
-	c := sdk(st, st.ClientKey)
-	ctx := testCtx(t)
-	audio := bytes.Repeat([]byte("RIFF-not-really-audio"), 50_000) // ~1 MB
-	tr, err := c.Audio.Transcriptions.New(ctx, openai.AudioTranscriptionNewParams{
-		File:  openai.File(bytes.NewReader(audio), "speech.wav", "audio/wav"),
-		Model: openai.AudioModelGPTTranscribe,
+	forEachTransport(t, func(t *testing.T, transport string) {
+		st := startStackOver(t, transport, testupstream.Options{})
+		c := sdk(st, st.ClientKey)
+		ctx := testCtx(t)
+		audio := bytes.Repeat([]byte("RIFF-not-really-audio"), 50_000) // ~1 MB
+		tr, err := c.Audio.Transcriptions.New(ctx, openai.AudioTranscriptionNewParams{
+			File:  openai.File(bytes.NewReader(audio), "speech.wav", "audio/wav"),
+			Model: openai.AudioModelGPTTranscribe,
+		})
+		if err != nil {
+			t.Fatalf("transcription: %v", err)
+		}
+		if !strings.Contains(tr.Text, fmt.Sprint(len(audio))) {
+			t.Errorf("got transcription %q, want it to count %d bytes", tr.Text, len(audio))
+		}
+		doc := bytes.Repeat([]byte(`{"prompt":"x","completion":"y"}`+"\n"), 20_000)
+		f, err := c.Files.New(ctx, openai.FileNewParams{
+			File:    openai.File(bytes.NewReader(doc), "train.jsonl", "application/jsonl"),
+			Purpose: openai.FilePurposeFineTune,
+		})
+		if err != nil {
+			t.Fatalf("file upload: %v", err)
+		}
+		if f.Bytes != int64(len(doc)) || f.Filename != "train.jsonl" {
+			t.Errorf("got file %d bytes named %q, want %d bytes named train.jsonl", f.Bytes, f.Filename, len(doc))
+		}
 	})
-	if err != nil {
-		t.Fatalf("transcription: %v", err)
-	}
-	if !strings.Contains(tr.Text, fmt.Sprint(len(audio))) {
-		t.Errorf("got transcription %q, want it to count %d bytes", tr.Text, len(audio))
-	}
-	doc := bytes.Repeat([]byte(`{"prompt":"x","completion":"y"}`+"\n"), 20_000)
-	f, err := c.Files.New(ctx, openai.FileNewParams{
-		File:    openai.File(bytes.NewReader(doc), "train.jsonl", "application/jsonl"),
-		Purpose: openai.FilePurposeFineTune,
-	})
-	if err != nil {
-		t.Fatalf("file upload: %v", err)
-	}
-	if f.Bytes != int64(len(doc)) || f.Filename != "train.jsonl" {
-		t.Errorf("got file %d bytes named %q, want %d bytes named train.jsonl", f.Bytes, f.Filename, len(doc))
-	}
 }
 
 func TestWrongClientKeyIsAuthenticationError(t *testing.T) {
@@ -256,58 +279,62 @@ func TestUpstreamSeesRelayKeyNotClientKey(t *testing.T) {
 }
 
 func TestClientCancelStopsUpstream(t *testing.T) {
-	st := startStack(t, testupstream.Options{ChunkInterval: 50 * time.Millisecond})
-	drainRequests(st.Upstream)
-	ctx, cancel := context.WithCancel(testCtx(t))
-	defer cancel()
-	c := sdk(st, st.ClientKey)
-	stream := c.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
-		Model:    "gpt-4o-mini",
-		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("a long answer please")},
-	}, option.WithHeader("X-Test-Chunks", "1000"))
-	defer stream.Close()
-	if !stream.Next() {
-		t.Fatalf("got no first event: %v", stream.Err())
-	}
-	var info testupstream.RequestInfo
-	select {
-	case info = <-st.Upstream.Requests():
-	case <-time.After(2 * time.Second):
-		t.Fatal("upstream saw no request")
-	}
-	cancelled := time.Now()
-	cancel()
-	select {
-	case <-info.Done:
-		if d := time.Since(cancelled); d > 200*time.Millisecond {
-			t.Errorf("upstream request ended %v after the client cancelled, want within 200ms", d)
+	forEachTransport(t, func(t *testing.T, transport string) {
+		st := startStackOver(t, transport, testupstream.Options{ChunkInterval: 50 * time.Millisecond})
+		drainRequests(st.Upstream)
+		ctx, cancel := context.WithCancel(testCtx(t))
+		defer cancel()
+		c := sdk(st, st.ClientKey)
+		stream := c.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
+			Model:    "gpt-4o-mini",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("a long answer please")},
+		}, option.WithHeader("X-Test-Chunks", "1000"))
+		defer stream.Close()
+		if !stream.Next() {
+			t.Fatalf("got no first event: %v", stream.Err())
 		}
-		if !info.Canceled() {
-			t.Error("upstream request ended without its context being cancelled")
+		var info testupstream.RequestInfo
+		select {
+		case info = <-st.Upstream.Requests():
+		case <-time.After(2 * time.Second):
+			t.Fatal("upstream saw no request")
 		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("upstream request still running 2s after the client cancelled")
-	}
+		cancelled := time.Now()
+		cancel()
+		select {
+		case <-info.Done:
+			if d := time.Since(cancelled); d > 200*time.Millisecond {
+				t.Errorf("upstream request ended %v after the client cancelled, want within 200ms", d)
+			}
+			if !info.Canceled() {
+				t.Error("upstream request ended without its context being cancelled")
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("upstream request still running 2s after the client cancelled")
+		}
+	})
 }
 
 func TestUpstreamDyingMidStreamIsAnError(t *testing.T) {
-	st := startStack(t, testupstream.Options{ChunkInterval: 5 * time.Millisecond})
-	c := sdk(st, st.ClientKey)
-	stream := c.Chat.Completions.NewStreaming(testCtx(t), openai.ChatCompletionNewParams{
-		Model:    "test-die-midstream",
-		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+	forEachTransport(t, func(t *testing.T, transport string) {
+		st := startStackOver(t, transport, testupstream.Options{ChunkInterval: 5 * time.Millisecond})
+		c := sdk(st, st.ClientKey)
+		stream := c.Chat.Completions.NewStreaming(testCtx(t), openai.ChatCompletionNewParams{
+			Model:    "test-die-midstream",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+		})
+		defer stream.Close()
+		events := 0
+		for stream.Next() {
+			events++
+		}
+		if stream.Err() == nil {
+			t.Fatalf("stream ended cleanly after %d events, want an error: a cut stream must never look complete", events)
+		}
+		if events == 0 {
+			t.Errorf("got no events before the cut, want the ones the upstream sent")
+		}
 	})
-	defer stream.Close()
-	events := 0
-	for stream.Next() {
-		events++
-	}
-	if stream.Err() == nil {
-		t.Fatalf("stream ended cleanly after %d events, want an error: a cut stream must never look complete", events)
-	}
-	if events == 0 {
-		t.Errorf("got no events before the cut, want the ones the upstream sent")
-	}
 }
 
 // patternReader yields n bytes of a repeating pattern without holding them.
@@ -326,48 +353,53 @@ func (r *patternReader) Read(p []byte) (int, error) {
 }
 
 func TestBulkTransfersUseBoundedMemory(t *testing.T) {
-	const size = 64 << 20
-	const budget = 16 << 20
-	st := startStack(t, testupstream.Options{})
-	peak := watchHeap(t)
+	forEachTransport(t, func(t *testing.T, transport string) {
+		const size = 64 << 20
+		const budget = 16 << 20
+		st := startStackOver(t, transport, testupstream.Options{})
+		peak := watchHeap(t)
 
-	// Upload: 64 MiB of unknown length (chunked) through edge and relay.
-	want := sha256.New()
-	io.Copy(want, &patternReader{left: size})
-	req, _ := http.NewRequest("POST", st.EdgeURL+"/airlock-test/upload", io.NopCloser(&patternReader{left: size}))
-	req.Header.Set("Authorization", "Bearer "+st.ClientKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("upload: %v", err)
-	}
-	var got struct {
-		Bytes  int64  `json:"bytes"`
-		SHA256 string `json:"sha256"`
-	}
-	err = json.NewDecoder(resp.Body).Decode(&got)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("upload answer: status %d, %v", resp.StatusCode, err)
-	}
-	if got.Bytes != size || got.SHA256 != hex.EncodeToString(want.Sum(nil)) {
-		t.Errorf("upstream got %d bytes sha256 %s, want %d bytes sha256 %x", got.Bytes, got.SHA256, size, want.Sum(nil))
-	}
+		// Upload: 64 MiB of unknown length (chunked) through edge and relay.
+		want := sha256.New()
+		io.Copy(want, &patternReader{left: size})
+		req, _ := http.NewRequest("POST", st.EdgeURL+"/airlock-test/upload", io.NopCloser(&patternReader{left: size}))
+		req.Header.Set("Authorization", "Bearer "+st.ClientKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("upload: %v", err)
+		}
+		var got struct {
+			Bytes  int64  `json:"bytes"`
+			SHA256 string `json:"sha256"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("upload answer: status %d, %v", resp.StatusCode, err)
+		}
+		if got.Bytes != size || got.SHA256 != hex.EncodeToString(want.Sum(nil)) {
+			t.Errorf("upstream got %d bytes sha256 %s, want %d bytes sha256 %x", got.Bytes, got.SHA256, size, want.Sum(nil))
+		}
 
-	// Download: 64 MiB streamed back.
-	req, _ = http.NewRequest("GET", fmt.Sprintf("%s/airlock-test/download?bytes=%d", st.EdgeURL, size), nil)
-	req.Header.Set("Authorization", "Bearer "+st.ClientKey)
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("download: %v", err)
-	}
-	n, err := io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if err != nil || n != size {
-		t.Fatalf("download: got %d bytes (%v), want %d", n, err, size)
-	}
-	if g := peak(); g > budget {
-		t.Errorf("heap grew by %d MiB while moving 2×64 MiB, want under %d MiB", g>>20, budget>>20)
-	}
+		// Download: 64 MiB streamed back.
+		req, _ = http.NewRequest("GET", fmt.Sprintf("%s/airlock-test/download?bytes=%d", st.EdgeURL, size), nil)
+		req.Header.Set("Authorization", "Bearer "+st.ClientKey)
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("download: %v", err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || n != size {
+			t.Fatalf("download: got %d bytes (%v), want %d", n, err, size)
+		}
+		if g := peak(); g > budget {
+			t.Errorf("heap grew by %d MiB while moving 2×64 MiB, want under %d MiB", g>>20, budget>>20)
+		}
+		if testing.Verbose() {
+			t.Logf("heap peak growth %.1f MiB", float64(peak())/(1<<20))
+		}
+	})
 }
 
 // TestExternalUpstream runs the stack the way `airlock dev -upstream URL
