@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,6 +46,14 @@ type exchange struct {
 	pr        *proto.Reader
 	stopWatch func() bool // stops the client-gone watcher
 	body      *requestBodySender
+	// replay is the client's body as the senders read it, recorded for a
+	// retry after a refusal; nil for a request without a body.
+	replay *replayBody
+	// bodyEOF is set once the client's body has been read to its end:
+	// from then on nothing reads the client connection for it again.
+	bodyEOF atomic.Bool
+	retries int   // refused attempts sent again
+	refusal error // the last refusal, when retries > 0
 
 	// For the access log.
 	status   int
@@ -76,16 +86,8 @@ func (ex *exchange) run() {
 		ex.fail(apiErr)
 		return
 	}
-	if !ex.open() {
-		return
-	}
-	if err := ex.sendRequest(head); err != nil {
-		ex.failBeforeHead(err)
-		return
-	}
-	resp, err := ex.pr.ReadResponseHead()
-	if err != nil {
-		ex.failBeforeHead(err)
+	resp, ok := ex.exchangeHeads(head)
+	if !ok {
 		return
 	}
 	ex.ttfb = time.Since(ex.start)
@@ -105,6 +107,86 @@ func (ex *exchange) run() {
 	ex.writeResponseHead(resp)
 	ex.copyResponse()
 	ex.finish()
+}
+
+// maxRefusedRetries is how many times a request that a relay refused before
+// it reached the upstream is sent again, each time on another session.
+const maxRefusedRetries = 2
+
+// maxReplay is the most of a request body kept for sending it again after a
+// refusal; a request whose body grew past it before the refusal came is
+// answered with the refusal (503) instead. Chat, embeddings and most other
+// API bodies are far smaller; the recording is dropped as soon as the
+// response head arrives.
+const maxReplay = 1 << 20
+
+// exchangeHeads opens a stream, sends the request and reads the response
+// head. A refusal by the relay (RESET refused: it did not call the
+// upstream) is retried on another session, up to maxRefusedRetries times,
+// with the body replayed; once a relay has accepted the request, it is
+// never sent again. On failure it answers the client and returns false.
+func (ex *exchange) exchangeHeads(head *proto.RequestHead) (*proto.ResponseHead, bool) {
+	var avoid []string
+	for {
+		if !ex.open(avoid) {
+			return nil, false
+		}
+		err := ex.sendRequest(head)
+		var resp *proto.ResponseHead
+		if err == nil {
+			resp, err = ex.pr.ReadResponseHead()
+		}
+		if err == nil {
+			ex.replay.release()
+			return resp, true
+		}
+		if ex.retries >= maxRefusedRetries || !refused(err) || !ex.rewind() {
+			ex.failBeforeHead(err)
+			return nil, false
+		}
+		ex.retries++
+		ex.refusal = err
+		avoid = append(avoid, ex.peer.SessionID)
+	}
+}
+
+// refused reports whether err is the relay's refusal of a request it did not
+// send upstream.
+func refused(err error) bool {
+	var rst *proto.ResetError
+	return errors.As(err, &rst) && rst.Code == proto.CodeRefused
+}
+
+// rewind ends the refused stream and readies the request body to be sent
+// again from its start. It reports false when that cannot be done: the
+// client left, its body failed, or more of it than maxReplay was read.
+func (ex *exchange) rewind() bool {
+	ex.s.Abort(proto.CodeCancel)
+	ex.stopWatch()
+	if b := ex.body; b != nil {
+		// The sender returns once its next write fails; a read of the
+		// client's body in progress completes first.
+		select {
+		case <-b.done:
+		case <-ex.r.Context().Done():
+			ex.stopBody()
+			return false
+		}
+		var se *proto.SourceError
+		if errors.As(b.err, &se) {
+			return false
+		}
+		ex.body = nil
+	}
+	if ex.r.Context().Err() != nil {
+		return false
+	}
+	if ex.replay == nil {
+		return true // no body
+	}
+	next, ok := ex.replay.rewind()
+	ex.replay = next
+	return ok
 }
 
 // requestHead builds the HEAD of the request.
@@ -160,16 +242,23 @@ func headerSize(h http.Header) (fields, size int) {
 	return fields, size
 }
 
-// open opens the tunnel stream and starts watching for the client to go
-// away. It answers the client itself and returns false on failure.
-func (ex *exchange) open() bool {
+// open opens a tunnel stream on a session not in avoid and starts watching
+// for the client to go away. It answers the client itself and returns false
+// on failure.
+func (ex *exchange) open(avoid []string) bool {
 	ctx, cancel := context.WithTimeout(ex.r.Context(), streamOpenTimeout)
-	s, peer, err := ex.h.opener.OpenStream(ctx)
+	s, peer, err := ex.h.opener.OpenStream(ctx, avoid...)
 	cancel()
 	if err != nil {
 		ex.err = err
 		if ex.r.Context().Err() != nil {
 			ex.status = statusClientClosed
+			return false
+		}
+		if ex.refusal != nil && errors.Is(err, tunnel.ErrNoSession) {
+			// Refused, and no other session to try.
+			ex.err = ex.refusal
+			ex.fail(streamError(ex.refusal))
 			return false
 		}
 		msg := "airlock edge: no tunnel to a relay is up; retry shortly"
@@ -210,17 +299,19 @@ func (ex *exchange) sendRequest(head *proto.RequestHead) error {
 	if err := ex.pw.WriteRequestHead(head); err != nil {
 		return err
 	}
-	var body io.Reader = r.Body
-	if r.ContentLength < 0 {
-		body = http.MaxBytesReader(ex.w, r.Body, ex.h.maxBody)
+	if ex.replay == nil {
+		var body io.Reader = r.Body
+		if r.ContentLength < 0 {
+			body = http.MaxBytesReader(ex.w, r.Body, ex.h.maxBody)
+		}
+		ex.replay = &replayBody{src: &eofReader{r: body, eof: &ex.bodyEOF}}
 	}
 	// HTTP/1.1 handlers may not read the body once the response has
 	// started unless full duplex is on; the relay may answer (and an SSE
 	// stream may flow) while the body is still arriving. HTTP/2 is always
 	// full duplex, and the error for writers that cannot is harmless.
 	ex.rc.EnableFullDuplex()
-	ex.body = &requestBodySender{pw: ex.pw, s: ex.s, r: r, done: make(chan struct{})}
-	ex.body.body = &eofReader{r: body, eof: &ex.body.bodyEOF}
+	ex.body = &requestBodySender{pw: ex.pw, s: ex.s, body: ex.replay, r: r, done: make(chan struct{})}
 	go ex.body.run()
 	return nil
 }
@@ -234,9 +325,6 @@ type requestBodySender struct {
 	body io.Reader
 	r    *http.Request // for its trailers, valid after the body's EOF
 	done chan struct{}
-	// bodyEOF is set once the client's body has been read to its end:
-	// from then on the sender never reads the client connection again.
-	bodyEOF atomic.Bool
 
 	// Set before done is closed.
 	n   int64
@@ -277,6 +365,56 @@ func (e *eofReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// replayBody reads the client's request body and records what it read, up to
+// maxReplay bytes, so that a request refused before it reached the upstream
+// can be sent again.
+type replayBody struct {
+	src io.Reader
+
+	mu   sync.Mutex
+	buf  []byte
+	over bool // more than maxReplay bytes were read, or released
+}
+
+func (r *replayBody) Read(p []byte) (int, error) {
+	n, err := r.src.Read(p)
+	if n > 0 {
+		r.mu.Lock()
+		if !r.over {
+			if len(r.buf)+n > maxReplay {
+				r.over, r.buf = true, nil
+			} else {
+				r.buf = append(r.buf, p[:n]...)
+			}
+		}
+		r.mu.Unlock()
+	}
+	return n, err
+}
+
+// rewind returns a body that yields the recorded bytes and then the rest of
+// the client's body, recording again; false if the recording is incomplete.
+// The reader of r must have stopped.
+func (r *replayBody) rewind() (*replayBody, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.over {
+		return nil, false
+	}
+	return &replayBody{src: io.MultiReader(bytes.NewReader(r.buf), r.src)}, true
+}
+
+// release drops the recording once a relay has accepted the request. r may
+// be nil.
+func (r *replayBody) release() {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	r.over, r.buf = true, nil
+	r.mu.Unlock()
+}
+
 // ended reports whether the sender has finished.
 func (b *requestBodySender) ended() bool {
 	select {
@@ -312,7 +450,7 @@ func (ex *exchange) stopBody() {
 	if b == nil || b.ended() {
 		return
 	}
-	if !b.bodyEOF.Load() {
+	if !ex.bodyEOF.Load() {
 		ex.rc.SetReadDeadline(time.Now())
 	}
 	<-b.done
@@ -529,10 +667,10 @@ func (ex *exchange) logLine() {
 	if ex.body != nil && ex.body.ended() {
 		ex.bytesIn += ex.body.n
 	}
-	var relay, client string
+	var relay, client, transport string
 	upstream := ex.upstream
 	if ex.peer != nil {
-		relay = ex.peer.Name
+		relay, transport = ex.peer.Name, ex.peer.Transport
 		if upstream == "" && len(ex.peer.Upstreams) > 0 {
 			upstream = ex.peer.Upstreams[0]
 		}
@@ -552,6 +690,10 @@ func (ex *exchange) logLine() {
 		slog.Duration("duration", time.Since(ex.start)),
 		slog.Duration("ttfb", ex.ttfb),
 		slog.String("relay", relay),
+		slog.String("transport", transport),
+	}
+	if ex.retries > 0 {
+		attrs = append(attrs, slog.Int("retries", ex.retries))
 	}
 	if ex.err != nil && !errors.Is(ex.err, context.Canceled) {
 		attrs = append(attrs, slog.String("error", ex.err.Error()))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptrace"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -136,21 +137,43 @@ func (h *Handler) ServeStream(ctx context.Context, peer *tunnel.Peer, s tunnel.S
 	if peer != nil {
 		ex.peer = *peer
 	}
-	// A session that dies or a server that closes unblocks every Read and
-	// Write of the stream; the upstream context ends with ctx too.
-	stop := context.AfterFunc(ctx, func() { s.Abort(proto.CodeCancel) })
+	// When the session dies or the relay closes, an exchange still waiting
+	// for its head refuses the stream, so that the edge may retry it on
+	// another relay. A started one sees its upstream context end: it
+	// refuses too if the upstream never got the request's headers, and
+	// aborts otherwise (serve decides). Reads and writes of the stream
+	// that still block end with the session, which the closing relay ends
+	// within a moment.
+	stop := context.AfterFunc(ctx, func() {
+		if ex.state.CompareAndSwap(exchangeNew, exchangeRefused) {
+			ex.refuse()
+		}
+	})
 	ex.serve(ctx)
 	stop()
 	ex.log(ctx)
 }
 
+// Exchange states: an exchange is either claimed by its handler (from the
+// moment its head is read, before anything reaches the upstream) or refused
+// because its context ended first, never both.
+const (
+	exchangeNew     int32 = iota // waiting for the request head
+	exchangeStarted              // the handler owns the stream's writes
+	exchangeRefused              // refused: nothing reached the upstream
+)
+
 // exchange is the state of one ServeStream.
 type exchange struct {
-	h    *Handler
-	s    tunnel.Stream
-	r    *proto.Reader
-	w    *proto.Writer
-	peer tunnel.Peer
+	h     *Handler
+	s     tunnel.Stream
+	r     *proto.Reader
+	w     *proto.Writer
+	peer  tunnel.Peer
+	state atomic.Int32 // exchangeNew, exchangeStarted or exchangeRefused
+	// wroteHeaders is set once the request's headers were written to the
+	// upstream connection: from then on the request is never refused.
+	wroteHeaders atomic.Bool
 
 	cancel context.CancelCauseFunc // of the upstream request; nil before it
 
@@ -173,6 +196,10 @@ type exchange struct {
 func (ex *exchange) serve(ctx context.Context) {
 	head, ok := ex.readHead()
 	if !ok {
+		return
+	}
+	if !ex.state.CompareAndSwap(exchangeNew, exchangeStarted) {
+		ex.result = "refused"
 		return
 	}
 	ex.head = head
@@ -247,10 +274,21 @@ func (ex *exchange) serve(ctx context.Context) {
 	req.Close = false
 
 	// The transport itself, not an http.Client: a proxy passes redirects
-	// on to its client instead of following them.
+	// on to its client instead of following them. The trace tells whether
+	// the upstream may have seen the request at all.
+	req = req.WithContext(httptrace.WithClientTrace(upCtx, &httptrace.ClientTrace{
+		WroteHeaders: func() { ex.wroteHeaders.Store(true) },
+	}))
 	resp, err := up.transport.RoundTrip(req)
 	ex.ttfb = time.Since(ex.start)
 	if err != nil {
+		if ctx.Err() != nil && !ex.wroteHeaders.Load() && ex.s.Context().Err() == nil {
+			// The relay closes and the upstream never got the request:
+			// the edge may send it elsewhere.
+			ex.result = "refused"
+			ex.refuse()
+			return
+		}
 		if ex.canceled(upCtx) {
 			return
 		}
@@ -279,6 +317,10 @@ func (ex *exchange) readHead() (*proto.RequestHead, bool) {
 	if err == nil {
 		return head, true
 	}
+	if ex.state.Load() == exchangeRefused {
+		ex.result = "refused"
+		return nil, false
+	}
 	ex.errDetail = err.Error()
 	var rst *proto.ResetError
 	switch {
@@ -294,6 +336,15 @@ func (ex *exchange) readHead() (*proto.RequestHead, bool) {
 		ex.s.Abort(proto.CodeCancel)
 	}
 	return nil, false
+}
+
+// refuse tells the edge, in-band, that the request never reached the
+// upstream, and ends the stream; the edge may retry it elsewhere. It runs
+// only before the handler has claimed the exchange, so nothing else writes.
+func (ex *exchange) refuse() {
+	ex.status = http.StatusServiceUnavailable
+	ex.w.Reset(proto.CodeRefused, "airlock relay: shutting down; the request was not sent upstream")
+	ex.s.Close()
 }
 
 // respond streams a non-101 response to the edge.

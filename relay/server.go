@@ -142,6 +142,13 @@ func (s *Server) ready() (string, error) {
 // Addr returns the tunnel's UDP address, or nil before Start.
 func (s *Server) Addr() net.Addr { return s.tun.Addr() }
 
+// Sessions returns how many edge sessions are up.
+func (s *Server) Sessions() int { return s.tun.Sessions() }
+
+// TCPAddr returns the TCP address of the tunnel's TLS/TCP transport, or nil
+// before Start or when it is off.
+func (s *Server) TCPAddr() net.Addr { return s.tun.TCPAddr() }
+
 // AdminAddr returns the admin listener's address, or nil before Start or
 // when it is off.
 func (s *Server) AdminAddr() net.Addr {
@@ -165,8 +172,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(err, s.Close())
 }
 
-// Close stops both listeners and every session at once (exchanges in
-// flight are aborted and their upstream calls cancelled) and waits for the
+// Close stops the relay at once: it closes the listeners, sends GOAWAY,
+// refuses every exchange whose request has not reached the upstream (the
+// edge retries those on another relay), cancels the upstream calls of the
+// others and aborts their streams, closes the sessions, and waits for the
 // server's goroutines. It is idempotent.
 func (s *Server) Close() error {
 	var err error

@@ -67,10 +67,12 @@ type Server struct {
 	tlsConf  *tls.Config
 	quicConf *quic.Config
 
-	inflight  inflight       // exchange streams being served
-	live      inflight       // sessions, in handshake or up
-	wg        sync.WaitGroup // session and stream goroutines
-	closeOnce sync.Once
+	inflight     inflight        // exchange streams being served
+	closing      context.Context // ends when Close begins
+	stopHandlers context.CancelFunc
+	live         inflight       // sessions, in handshake or up
+	wg           sync.WaitGroup // session and stream goroutines
+	closeOnce    sync.Once
 
 	mu       sync.Mutex
 	udp      *net.UDPConn
@@ -89,6 +91,7 @@ type serverSession struct {
 	conn       conn
 	goaway     chan struct{} // closed to send GOAWAY
 	goawayOnce sync.Once
+	goawayDone chan struct{} // closed once GOAWAY was written, or will never be
 }
 
 // sendGoAway asks the session's GOAWAY writer to tell the edge that the
@@ -123,12 +126,15 @@ func NewServer(opts ServerOptions, h Handler) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	closing, stopHandlers := context.WithCancel(context.Background())
 	return &Server{
-		opts:    opts,
-		cfg:     cfg,
-		h:       h,
-		log:     log,
-		tlsConf: serverTLSConfig(opts.Identity, opts.Authorize, log),
+		closing:      closing,
+		stopHandlers: stopHandlers,
+		opts:         opts,
+		cfg:          cfg,
+		h:            h,
+		log:          log,
+		tlsConf:      serverTLSConfig(opts.Identity, opts.Authorize, log),
 		// One more than MaxStreams: the control stream counts too.
 		quicConf: quicConfig(&cfg, int64(opts.MaxStreams)+1),
 		sessions: make(map[*serverSession]struct{}),
@@ -330,7 +336,7 @@ func lingeringClose(c net.Conn) {
 
 // startSession registers c and serves it in a goroutine.
 func (s *Server) startSession(c conn) {
-	ss := &serverSession{conn: c, goaway: make(chan struct{})}
+	ss := &serverSession{conn: c, goaway: make(chan struct{}), goawayDone: make(chan struct{})}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -434,6 +440,7 @@ func (s *Server) serveSession(ss *serverSession) {
 	}()
 	go func() {
 		defer wg.Done()
+		defer close(ss.goawayDone)
 		select {
 		case <-ss.goaway:
 			if err := ctrl.w.WriteMessage(&proto.GoAway{Reason: "relay shutting down"}); err != nil {
@@ -443,6 +450,13 @@ func (s *Server) serveSession(ss *serverSession) {
 		}
 	}()
 
+	// Handlers' contexts end with the session, and as soon as Close
+	// begins: a handler that has not started its work yet refuses the
+	// stream then, so that the edge may retry it elsewhere.
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopOnClose := context.AfterFunc(s.closing, cancel)
+	defer stopOnClose()
 	for {
 		st, err := conn.acceptStream(ctx)
 		if err != nil {
@@ -450,7 +464,7 @@ func (s *Server) serveSession(ss *serverSession) {
 		}
 		s.inflight.add()
 		s.wg.Add(1)
-		go s.serveStream(ctx, peer, st, log)
+		go s.serveStream(hctx, peer, st, log)
 	}
 	wg.Wait()
 	log.Info("tunnel: edge disconnected", "reason", closeCause(conn))
@@ -548,9 +562,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Close closes the listener and every session at once (streams in flight
-// fail, handlers' contexts end) and waits for all goroutines of the server
-// to return. Close is idempotent.
+// Close stops the server at once. It closes the listeners, sends GOAWAY on
+// every session and ends every handler's context: handlers that have not
+// begun their work refuse their streams (the edge may retry those
+// elsewhere), the others abort. Once the handlers have returned, or after
+// closeFlush, it closes every session and waits for all goroutines of the
+// server to return. Close is idempotent.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
@@ -568,6 +585,13 @@ func (s *Server) Close() error {
 			tcpLn.Close()
 		}
 		for _, ss := range sessions {
+			ss.sendGoAway()
+		}
+		s.stopHandlers()
+		if len(sessions) > 0 {
+			s.flush(sessions)
+		}
+		for _, ss := range sessions {
 			ss.conn.closeWithError(closeNormal, "relay shutting down")
 		}
 		s.wg.Wait()
@@ -577,6 +601,34 @@ func (s *Server) Close() error {
 		}
 	})
 	return nil
+}
+
+// closeFlush bounds how long Close waits for handlers to refuse or abort
+// their streams and for the GOAWAYs to be written before it closes the
+// sessions; closeLinger is the extra time the transports get to put the
+// last frames on the wire, since closing a connection drops what is queued.
+const (
+	closeFlush  = 500 * time.Millisecond
+	closeLinger = 50 * time.Millisecond
+)
+
+// flush waits, within closeFlush, until every handler has returned and the
+// GOAWAYs of sessions are written, then for closeLinger.
+func (s *Server) flush(sessions []*serverSession) {
+	t := time.NewTimer(closeFlush)
+	defer t.Stop()
+	waits := []<-chan struct{}{s.inflight.idle()}
+	for _, ss := range sessions {
+		waits = append(waits, ss.goawayDone)
+	}
+	for _, w := range waits {
+		select {
+		case <-w:
+		case <-t.C:
+			return
+		}
+	}
+	time.Sleep(closeLinger)
 }
 
 // inflight counts sessions or streams being served, so that Shutdown can

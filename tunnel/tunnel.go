@@ -72,8 +72,11 @@ type Peer struct {
 // Handler serves the exchange streams a [Server] accepts.
 type Handler interface {
 	// ServeStream serves one exchange. ctx ends when the session dies or
-	// the server is closed. ServeStream owns s and must Close or Abort it
-	// before it returns.
+	// the server begins to close. A handler whose ctx ends before it has
+	// started work with side effects should refuse the stream (a RESET
+	// with proto.CodeRefused) so that the edge can retry it on another
+	// relay; once started, it aborts. ServeStream owns s and must Close or
+	// Abort it before it returns.
 	ServeStream(ctx context.Context, peer *Peer, s Stream)
 }
 

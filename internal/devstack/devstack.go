@@ -41,6 +41,16 @@ type Options struct {
 	// Transport is the edge's tunnel transport: "auto" (default), "quic"
 	// or "tcp".
 	Transport string
+	// ProxyURL is the edge's proxy_url (an HTTP CONNECT proxy for the TCP
+	// transport).
+	ProxyURL string
+	// Relays is how many relays to run (default 1), each with its own key,
+	// all calling the same upstream; the edge keeps sessions to all.
+	Relays int
+	// Route, when set, is called once a relay listens, with its UDP and
+	// TCP addresses, and returns the addresses the edge dials instead, so
+	// that a test can put a fault-injecting proxy on the path.
+	Route func(udp, tcp net.Addr) (udpAddr, tcpAddr string)
 	// Logger receives all three components' logs. Nil discards.
 	Logger *slog.Logger
 }
@@ -55,13 +65,16 @@ type Stack struct {
 	UpstreamURL string
 	// Upstream is the built-in test upstream, nil with a real upstream.
 	Upstream *testupstream.Server
-	// Edge and Relay are the two roles.
-	Edge  *edge.Server
-	Relay *relay.Server
+	// Edge and Relay are the two roles; Relay is the first of Relays.
+	Edge   *edge.Server
+	Relay  *relay.Server
+	Relays []*relay.Server
 
 	upstreamSrv *http.Server
 	upstreamLn  net.Listener
 	upstreamErr chan error
+	relayCfgs   []*relay.Config
+	relayLog    *slog.Logger
 }
 
 // Start starts the upstream (unless external), the relay and the edge, and
@@ -103,10 +116,6 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		st.UpstreamURL = "http://" + st.upstreamLn.Addr().String() + "/v1"
 	}
 
-	relayID, err := tunnel.GenerateIdentity()
-	if err != nil {
-		return nil, err
-	}
 	edgeID, err := tunnel.GenerateIdentity()
 	if err != nil {
 		return nil, err
@@ -117,26 +126,39 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	}
 	st.ClientKey = clientKey
 
-	rcfg := &relay.Config{
-		Name:        "dev-relay",
-		Listen:      "127.0.0.1:0",
-		AdminListen: "off",
-		Identity:    relayID,
-		Edges:       []relay.EdgeConfig{{Name: "dev-edge", Key: edgeID.Fingerprint()}},
-		Upstreams: []relay.UpstreamConfig{{
-			Name: "default", BaseURL: st.UpstreamURL, Auth: upstreamAuth, Key: upstreamKey,
-		}},
+	st.relayLog = logger.With("role", "relay")
+	var routes []edge.RelayConfig
+	for i := range max(opts.Relays, 1) {
+		relayID, err := tunnel.GenerateIdentity()
+		if err != nil {
+			return nil, err
+		}
+		rcfg := &relay.Config{
+			Name:        fmt.Sprintf("dev-relay-%d", i+1),
+			Listen:      "127.0.0.1:0",
+			AdminListen: "off",
+			Identity:    relayID,
+			Edges:       []relay.EdgeConfig{{Name: "dev-edge", Key: edgeID.Fingerprint()}},
+			Upstreams: []relay.UpstreamConfig{{
+				Name: "default", BaseURL: st.UpstreamURL, Auth: upstreamAuth, Key: upstreamKey,
+			}},
+		}
+		rcfg.SetDefaults()
+		if err := rcfg.Validate(); err != nil {
+			return nil, fmt.Errorf("dev relay config: %w", err)
+		}
+		r, err := relay.NewServer(rcfg, st.relayLog)
+		if err != nil {
+			return nil, err
+		}
+		st.Relays = append(st.Relays, r)
+		st.relayCfgs = append(st.relayCfgs, rcfg)
+		if err := r.Start(ctx); err != nil {
+			return nil, err
+		}
+		routes = append(routes, relayRoute(r, relayID, opts.Route))
 	}
-	rcfg.SetDefaults()
-	if err := rcfg.Validate(); err != nil {
-		return nil, fmt.Errorf("dev relay config: %w", err)
-	}
-	if st.Relay, err = relay.NewServer(rcfg, logger.With("role", "relay")); err != nil {
-		return nil, err
-	}
-	if err := st.Relay.Start(ctx); err != nil {
-		return nil, err
-	}
+	st.Relay = st.Relays[0]
 
 	listen := opts.EdgeListen
 	if listen == "" {
@@ -148,9 +170,10 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		AdminListen: "off",
 		Identity:    edgeID,
 		Clients:     []edge.ClientConfig{{Name: "dev", KeyHash: clientHash}},
-		Relays:      []edge.RelayConfig{{Address: st.Relay.Addr().String(), Key: relayID.Fingerprint()}},
+		Relays:      routes,
 		Tunnel:      opts.Tunnel,
 		Transport:   opts.Transport,
+		ProxyURL:    opts.ProxyURL,
 	}
 	ecfg.SetDefaults()
 	if err := ecfg.Validate(); err != nil {
@@ -170,6 +193,40 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	return st, nil
 }
 
+// StopRelay closes the (first) relay at once, as a relay process does on
+// its second signal: streams that have not reached the upstream are
+// refused, the others fail, and the sessions close.
+func (st *Stack) StopRelay() error {
+	return st.Relay.Close()
+}
+
+// StartRelay starts a new (first) relay, with the same key and
+// configuration, on the addresses the stopped one had: a restarted relay
+// process.
+func (st *Stack) StartRelay(ctx context.Context) error {
+	c := st.relayCfgs[0].Clone()
+	c.Listen, c.ListenTCP = st.Relay.Addr().String(), st.Relay.TCPAddr().String()
+	r, err := relay.NewServer(c, st.relayLog)
+	if err != nil {
+		return err
+	}
+	if err := r.Start(ctx); err != nil {
+		return err
+	}
+	st.Relay, st.Relays[0] = r, r
+	return nil
+}
+
+// relayRoute is the edge's [[relay]] entry for r: its own addresses, or
+// those route gives.
+func relayRoute(r *relay.Server, id *tunnel.Identity, route func(udp, tcp net.Addr) (string, string)) edge.RelayConfig {
+	rc := edge.RelayConfig{Address: r.Addr().String(), Key: id.Fingerprint()}
+	if route != nil {
+		rc.Address, rc.TCPAddress = route(r.Addr(), r.TCPAddr())
+	}
+	return rc
+}
+
 // Close stops the edge, the relay and the upstream, in that order, and waits
 // for them. It is safe to call on a partly started Stack.
 func (st *Stack) Close() error {
@@ -177,8 +234,8 @@ func (st *Stack) Close() error {
 	if st.Edge != nil {
 		errs = append(errs, st.Edge.Close())
 	}
-	if st.Relay != nil {
-		errs = append(errs, st.Relay.Close())
+	for _, r := range st.Relays {
+		errs = append(errs, r.Close())
 	}
 	if st.upstreamSrv != nil {
 		errs = append(errs, st.upstreamSrv.Close())
