@@ -290,35 +290,37 @@ func TestPingMeasuresRTT(t *testing.T) {
 }
 
 func TestDeadRelay(t *testing.T) {
-	relayID, edgeID := mustIdentity(t), mustIdentity(t)
-	r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(edgeID.Fingerprint()), echo)
-	proxy := newUDPProxy(t, r.Addr())
-	e := startEdge(t, edgeID, proxy.Addr(), relayID.Fingerprint(), TransportQUIC)
-	waitReady(t, e.Client)
+	forEachTransport(t, func(t *testing.T, transport string) {
+		relayID, edgeID := mustIdentity(t), mustIdentity(t)
+		r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(edgeID.Fingerprint()), echo)
+		path, addr := faultPath(t, r, transport)
+		e := startEdge(t, edgeID, addr, relayID.Fingerprint(), transport, func(o *ClientOptions) { o.TCPAddr = addr })
+		waitReady(t, e.Client)
 
-	proxy.blocked.Store(true)
-	start := time.Now()
-	cfg := testConfig()
-	limit := cfg.PingInterval.Duration + cfg.PingTimeout.Duration + 100*time.Millisecond
-	eventually(t, 2*limit, "Ready() == false", func() bool { return !e.Ready() })
-	if d := time.Since(start); d > limit {
-		t.Errorf("dead relay noticed after %s, want within %s", d, limit)
-	}
-	if err := e.LastError(); err == nil || !strings.Contains(err.Error(), "no PONG") {
-		t.Errorf("LastError() = %v, want \"no PONG\"", err)
-	}
-	start = time.Now()
-	_, _, err := e.OpenStream(context.Background())
-	if !errors.Is(err, ErrNoSession) {
-		t.Errorf("OpenStream: got %v, want ErrNoSession", err)
-	}
-	if d := time.Since(start); d > 10*time.Millisecond {
-		t.Errorf("OpenStream took %s, want an immediate error", d)
-	}
+		path.SetBlackhole(true)
+		start := time.Now()
+		cfg := testConfig()
+		limit := cfg.PingInterval.Duration + cfg.PingTimeout.Duration + 100*time.Millisecond
+		eventually(t, 2*limit, "Ready() == false", func() bool { return !e.Ready() })
+		if d := time.Since(start); d > limit {
+			t.Errorf("dead relay noticed after %s, want within %s", d, limit)
+		}
+		if err := e.LastError(); err == nil || !strings.Contains(err.Error(), "no PONG") {
+			t.Errorf("LastError() = %v, want \"no PONG\"", err)
+		}
+		start = time.Now()
+		_, _, err := e.OpenStream(context.Background())
+		if !errors.Is(err, ErrNoSession) {
+			t.Errorf("OpenStream: got %v, want ErrNoSession", err)
+		}
+		if d := time.Since(start); d > 10*time.Millisecond {
+			t.Errorf("OpenStream took %s, want an immediate error", d)
+		}
 
-	// The path heals: the edge reconnects.
-	proxy.blocked.Store(false)
-	waitReady(t, e.Client)
+		// The path heals: the edge reconnects.
+		path.SetBlackhole(false)
+		waitReady(t, e.Client)
+	})
 }
 
 func TestReconnect(t *testing.T) {
@@ -474,11 +476,11 @@ func TestAutoFallsBackToTCPAndReturnsToQUIC(t *testing.T) {
 		s.Write([]byte(p.Transport))
 		s.Close()
 	}))
-	udp := newUDPProxy(t, r.Addr())
-	udp.blocked.Store(true)
+	udp, udpAddr := faultPath(t, r, TransportQUIC)
+	udp.SetBlackhole(true)
 	const fallback = 300 * time.Millisecond
 	start := time.Now()
-	e := startEdge(t, edgeID, udp.Addr(), relayID.Fingerprint(), TransportAuto, func(o *ClientOptions) {
+	e := startEdge(t, edgeID, udpAddr, relayID.Fingerprint(), TransportAuto, func(o *ClientOptions) {
 		o.TCPAddr = r.TCPAddr().String()
 		o.Config.FallbackTimeout.Duration = fallback
 		o.Config.QUICProbeInterval.Duration = 100 * time.Millisecond
@@ -512,7 +514,7 @@ func TestAutoFallsBackToTCPAndReturnsToQUIC(t *testing.T) {
 		heldDone <- got
 	}()
 
-	udp.blocked.Store(false)
+	udp.SetBlackhole(false)
 	eventually(t, 5*time.Second, "new streams on QUIC", func() bool { return e.Transport() == TransportQUIC })
 	s, _, err := e.OpenStream(context.Background())
 	if err != nil {

@@ -5,16 +5,14 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/airlock-proxy/airlock/internal/config"
+	"github.com/airlock-proxy/airlock/internal/faultproxy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -220,71 +218,23 @@ var echo = HandlerFunc(func(ctx context.Context, peer *Peer, s Stream) {
 	s.Close()
 })
 
-// udpProxy forwards datagrams between one client and a target, and can be
-// told to drop everything, as a dead network path would.
-type udpProxy struct {
-	ln      *net.UDPConn
-	up      *net.UDPConn
-	client  atomic.Pointer[net.UDPAddr]
-	blocked atomic.Bool
-	wg      sync.WaitGroup
-}
-
-func newUDPProxy(t *testing.T, target net.Addr) *udpProxy {
+// faultPath puts a fault-injecting proxy in front of the relay's address for
+// transport and returns it (its SetBlackhole cuts the path silently) with the
+// address to dial.
+func faultPath(t *testing.T, r *testRelay, transport string) (interface{ SetBlackhole(bool) }, string) {
 	t.Helper()
-	ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if transport == TransportTCP {
+		p, err := faultproxy.NewTCP(r.TCPAddr().String(), faultproxy.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		return p, p.Addr()
+	}
+	p, err := faultproxy.NewUDP(r.Addr().String(), faultproxy.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	up, err := net.DialUDP("udp", nil, target.(*net.UDPAddr))
-	if err != nil {
-		ln.Close()
-		t.Fatal(err)
-	}
-	p := &udpProxy{ln: ln, up: up}
-	p.wg.Add(2)
-	go p.toTarget()
-	go p.toClient()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *udpProxy) Addr() string { return p.ln.LocalAddr().String() }
-
-func (p *udpProxy) toTarget() {
-	defer p.wg.Done()
-	buf := make([]byte, 2048)
-	for {
-		n, from, err := p.ln.ReadFromUDP(buf)
-		if err != nil {
-			return
-		}
-		p.client.Store(from)
-		if !p.blocked.Load() {
-			p.up.Write(buf[:n])
-		}
-	}
-}
-
-func (p *udpProxy) toClient() {
-	defer p.wg.Done()
-	buf := make([]byte, 2048)
-	for {
-		n, err := p.up.Read(buf)
-		if err != nil {
-			if errors.Is(err, syscall.ECONNREFUSED) {
-				continue
-			}
-			return
-		}
-		if to := p.client.Load(); to != nil && !p.blocked.Load() {
-			p.ln.WriteToUDP(buf[:n], to)
-		}
-	}
-}
-
-func (p *udpProxy) close() {
-	p.ln.Close()
-	p.up.Close()
-	p.wg.Wait()
+	t.Cleanup(func() { p.Close() })
+	return p, p.Addr()
 }
