@@ -2,7 +2,7 @@
 // scenarios against two base URLs in one run — DIRECT, the test upstream
 // itself, and AIRLOCK, an edge whose relay calls that same upstream — and
 // prints both side by side with the difference, so that the cost of the
-// edge → QUIC tunnel → relay path can be read off one table.
+// edge → tunnel → relay path can be read off one table.
 //
 // scripts/bench builds airlock and loadgen, starts a test upstream, a relay
 // and an edge on loopback, and then runs

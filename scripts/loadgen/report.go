@@ -140,7 +140,7 @@ func (r *report) writeTable(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "\ngo:      %s\n", m.GoVersion)
 	fmt.Fprintf(&b, "direct:  %s (the test upstream)\n", r.Direct)
-	fmt.Fprintf(&b, "airlock: %s (edge → QUIC → relay → the same upstream)\n", r.Airlock)
+	fmt.Fprintf(&b, "airlock: %s (edge → tunnel → relay → the same upstream)\n", r.Airlock)
 	fmt.Fprintln(&b, "loadgen, edge, relay and upstream share this host's CPUs.")
 	fmt.Fprintln(&b)
 
