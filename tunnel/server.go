@@ -10,6 +10,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -457,17 +458,37 @@ func (s *Server) serveSession(ss *serverSession) {
 	defer cancel()
 	stopOnClose := context.AfterFunc(s.closing, cancel)
 	defer stopOnClose()
+	// QUIC holds the edge to MaxStreams with stream credit; yamux has no
+	// such limit, so a stream over it is refused (the edge may retry it
+	// on another session).
+	limit := conn.transport() == TransportTCP
+	var open atomic.Int64
 	for {
 		st, err := conn.acceptStream(ctx)
 		if err != nil {
 			break
 		}
+		if limit && open.Load() >= int64(s.opts.MaxStreams) {
+			refuseStream(st, fmt.Sprintf("airlock relay: the session is at its limit of %d streams", s.opts.MaxStreams))
+			continue
+		}
+		open.Add(1)
 		s.inflight.add()
 		s.wg.Add(1)
-		go s.serveStream(hctx, peer, st, log)
+		go func() {
+			defer open.Add(-1)
+			s.serveStream(hctx, peer, st, log)
+		}()
 	}
 	wg.Wait()
 	log.Info("tunnel: edge disconnected", "reason", closeCause(conn))
+}
+
+// refuseStream answers a stream with an in-band RESET with CodeRefused,
+// without reading it, and closes it.
+func refuseStream(st stream, msg string) {
+	proto.NewWriter(st, proto.Limits{}).Reset(proto.CodeRefused, msg)
+	st.Close()
 }
 
 // serveControl answers the edge's PINGs and applies its STREAM_RESETs until

@@ -193,3 +193,53 @@ func TestServerLifecycle(t *testing.T) {
 		t.Errorf("Listen after Close: got %v, want ErrClosed", err)
 	}
 }
+
+// TestStreamLimitOverTCP: yamux has no stream credit, so the relay refuses a
+// stream over MaxStreams in-band, and serves again once one ends.
+func TestStreamLimitOverTCP(t *testing.T) {
+	relayID, edgeID := mustIdentity(t), mustIdentity(t)
+	r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(edgeID.Fingerprint()), echo,
+		func(o *ServerOptions) { o.MaxStreams = 2 })
+	e := startEdge(t, edgeID, r.Addr().String(), relayID.Fingerprint(), TransportTCP)
+	waitReady(t, e.Client)
+	roundTrip := func(s Stream) error {
+		if _, err := s.Write([]byte("x")); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(s, make([]byte, 1))
+		return err
+	}
+	var held []Stream
+	for range 2 {
+		s, _, err := e.OpenStream(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := roundTrip(s); err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, s)
+	}
+	s, _, err := e.OpenStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Write([]byte("x"))
+	_, err = proto.NewReader(s, proto.Limits{}).ReadResponseHead()
+	s.Close()
+	var rst *proto.ResetError
+	if !errors.As(err, &rst) || rst.Code != proto.CodeRefused || !strings.Contains(rst.Message, "limit of 2 streams") {
+		t.Fatalf("third stream: %v, want a RESET refused naming the limit", err)
+	}
+	held[0].CloseWrite()
+	held[0].Close()
+	eventually(t, 2*time.Second, "a stream served again", func() bool {
+		s, _, err := e.OpenStream(context.Background())
+		if err != nil {
+			return false
+		}
+		defer s.Close()
+		return roundTrip(s) == nil
+	})
+	held[1].Close()
+}
