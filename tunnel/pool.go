@@ -137,52 +137,48 @@ func (p *Pool) Run(ctx context.Context) error {
 // session is up.
 func (p *Pool) OpenStream(ctx context.Context, avoid ...string) (Stream, *Peer, error) {
 	err := fmt.Errorf("opening stream: %w", ErrNoSession)
-	for _, c := range p.candidates(avoid) {
+	var tried []*Client
+	for {
+		c := p.best(avoid, tried)
+		if c == nil {
+			return nil, nil, err
+		}
 		var s Stream
 		var peer *Peer
 		s, peer, err = c.OpenStream(ctx, avoid...)
 		if err == nil || !errors.Is(err, ErrNoSession) {
 			return s, peer, err
 		}
-		// That session went down meanwhile: try the next one.
+		// That session went down meanwhile: try the next best.
+		tried = append(tried, c)
 	}
-	return nil, nil, err
 }
 
-// candidates returns the connections whose sessions take new streams and
-// are not in avoid, healthiest first: fewest open streams, then lowest
-// round-trip time.
-func (p *Pool) candidates(avoid []string) []*Client {
-	type candidate struct {
-		c       *Client
-		streams int
-		rtt     time.Duration
-	}
-	var cands []candidate
+// best returns the connection whose session takes new streams, is not in
+// avoid and not in skip, with the fewest open streams and then the lowest
+// round-trip time; nil when there is none.
+func (p *Pool) best(avoid []string, skip []*Client) *Client {
+	var best *Client
+	var bestStreams int
+	var bestRTT time.Duration
 	for _, c := range p.clients {
 		streams, id, ok := c.load()
-		if ok && !slices.Contains(avoid, id) {
-			cands = append(cands, candidate{c, streams, c.RTT()})
+		if !ok || slices.Contains(avoid, id) || slices.Contains(skip, c) {
+			continue
+		}
+		rtt := c.RTT()
+		if best == nil || streams < bestStreams || (streams == bestStreams && rtt < bestRTT) {
+			best, bestStreams, bestRTT = c, streams, rtt
 		}
 	}
-	slices.SortStableFunc(cands, func(a, b candidate) int {
-		if a.streams != b.streams {
-			return a.streams - b.streams
-		}
-		return int(a.rtt - b.rtt)
-	})
-	out := make([]*Client, len(cands))
-	for i, cd := range cands {
-		out[i] = cd.c
-	}
-	return out
+	return best
 }
 
 // Transport returns the transport of the session the next stream would go
 // to, or "" when none is up.
 func (p *Pool) Transport() string {
-	if c := p.candidates(nil); len(c) > 0 {
-		return c[0].Transport()
+	if c := p.best(nil, nil); c != nil {
+		return c.Transport()
 	}
 	return ""
 }
