@@ -136,11 +136,14 @@ func (p *Pool) Run(ctx context.Context) error {
 // request). It returns an error wrapping ErrNoSession at once when no other
 // session is up.
 func (p *Pool) OpenStream(ctx context.Context, avoid ...string) (Stream, *Peer, error) {
-	err := fmt.Errorf("opening stream: %w", ErrNoSession)
 	var tried []*Client
+	var err error
 	for {
 		c := p.best(avoid, tried)
 		if c == nil {
+			if err == nil {
+				err = fmt.Errorf("opening stream: %w", ErrNoSession)
+			}
 			return nil, nil, err
 		}
 		var s Stream

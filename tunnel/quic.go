@@ -67,7 +67,14 @@ func dialQUIC(ctx context.Context, addr string, tlsConf *tls.Config, conf *quic.
 	if err != nil {
 		return quicConn{}, err
 	}
-	udp, err := net.ListenUDP("udp", nil)
+	// A socket of the relay's address family: IPv4 sockets take quic-go's
+	// fast paths (GSO, ECN, DF) that a dual-stack one sending to mapped
+	// addresses may not.
+	local := &net.UDPAddr{IP: net.IPv4zero}
+	if raddr.IP.To4() == nil {
+		local.IP = net.IPv6unspecified
+	}
+	udp, err := net.ListenUDP("udp", local)
 	if err != nil {
 		return quicConn{}, err
 	}
