@@ -102,15 +102,23 @@ func TestRoundTrip(t *testing.T) {
 	})
 }
 
+// refusedEdge starts a relay that accepts relayAccepts and an edge that
+// pins pin, and waits for the edge's first failed attempt. called receives
+// if the relay's handler ever runs.
+func refusedEdge(t *testing.T, transport string, relayID, edgeID *Identity, relayAccepts, pin string) (e *testEdge, r *testRelay, called chan struct{}) {
+	t.Helper()
+	called = make(chan struct{}, 1)
+	r = startRelay(t, relayID, "127.0.0.1:0", edgeAuth(relayAccepts),
+		HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) { called <- struct{}{}; s.Close() }))
+	e = startEdge(t, edgeID, r.Addr().String(), pin, transport)
+	eventually(t, 2*time.Second, "a failed attempt", func() bool { return e.LastError() != nil })
+	return e, r, called
+}
+
 func TestPinMismatch(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, transport string) {
 		relayID, edgeID, otherID := mustIdentity(t), mustIdentity(t), mustIdentity(t)
-		called := make(chan struct{}, 1)
-		r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(edgeID.Fingerprint()),
-			HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) { called <- struct{}{}; s.Close() }))
-		e := startEdge(t, edgeID, r.Addr().String(), otherID.Fingerprint(), transport)
-
-		eventually(t, 2*time.Second, "a failed attempt", func() bool { return e.LastError() != nil })
+		e, _, called := refusedEdge(t, transport, relayID, edgeID, edgeID.Fingerprint(), otherID.Fingerprint())
 		err := e.LastError()
 		if !errors.Is(err, ErrPinMismatch) {
 			t.Fatalf("LastError() = %v, want ErrPinMismatch", err)
@@ -136,12 +144,7 @@ func TestPinMismatch(t *testing.T) {
 func TestUnknownEdge(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, transport string) {
 		relayID, edgeID, otherID := mustIdentity(t), mustIdentity(t), mustIdentity(t)
-		called := make(chan struct{}, 1)
-		r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(otherID.Fingerprint()),
-			HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) { called <- struct{}{}; s.Close() }))
-		e := startEdge(t, edgeID, r.Addr().String(), relayID.Fingerprint(), transport)
-
-		eventually(t, 2*time.Second, "a failed attempt", func() bool { return e.LastError() != nil })
+		e, r, called := refusedEdge(t, transport, relayID, edgeID, otherID.Fingerprint(), relayID.Fingerprint())
 		err := e.LastError()
 		if !errors.Is(err, ErrUnknownPeer) {
 			t.Fatalf("LastError() = %v, want ErrUnknownPeer", err)
