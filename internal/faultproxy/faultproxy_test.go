@@ -98,9 +98,11 @@ func (e *udpEcho) seen() ([]netip.AddrPort, int) {
 	return append([]netip.AddrPort(nil), e.peers...), e.received
 }
 
-func newUDP(t *testing.T, target string, opts faultproxy.Options) *faultproxy.UDP {
+// startProxy starts a proxy with newProxy (faultproxy.NewUDP or NewTCP) and
+// closes it when the test ends.
+func startProxy[P interface{ Close() error }](t *testing.T, newProxy func(string, faultproxy.Options) (P, error), target string, opts faultproxy.Options) P {
 	t.Helper()
-	p, err := faultproxy.NewUDP(target, opts)
+	p, err := newProxy(target, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,6 +112,11 @@ func newUDP(t *testing.T, target string, opts faultproxy.Options) *faultproxy.UD
 		}
 	})
 	return p
+}
+
+func newUDP(t *testing.T, target string, opts faultproxy.Options) *faultproxy.UDP {
+	t.Helper()
+	return startProxy(t, faultproxy.NewUDP, target, opts)
 }
 
 func dialUDP(t *testing.T, addr string) *net.UDPConn {
@@ -402,16 +409,7 @@ func startTCPEcho(t *testing.T) string {
 
 func newTCP(t *testing.T, target string, opts faultproxy.Options) *faultproxy.TCP {
 	t.Helper()
-	p, err := faultproxy.NewTCP(target, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return p
+	return startProxy(t, faultproxy.NewTCP, target, opts)
 }
 
 func dialTCP(t *testing.T, addr string) *net.TCPConn {
