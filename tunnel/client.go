@@ -61,6 +61,7 @@ type Client struct {
 	tcpAddr  string
 	dialer   *ProxyDialer
 
+	counts    clientCounters
 	rtt       atomic.Int64  // time.Duration of the last PING, 0 when down
 	attempted chan struct{} // closed once the first connection attempt is over
 	firstOnce sync.Once
@@ -270,6 +271,7 @@ func (c *Client) connect(ctx context.Context) (*clientSession, error) {
 		}
 		c.log.Warn("tunnel: QUIC failed; falling back to TCP", "err", err, "tcp_addr", c.tcpAddr)
 		c.preferTCP.Store(true)
+		c.counts.fallbacks.Add(1)
 	}
 	sess, err := c.handshake(ctx, TransportTCP, c.cfg.HandshakeTimeout.Duration)
 	if err != nil {
@@ -283,6 +285,18 @@ func (c *Client) connect(ctx context.Context) (*clientSession, error) {
 // handshake dials the relay over one transport and does the control
 // handshake, within timeout.
 func (c *Client) handshake(ctx context.Context, transport string, timeout time.Duration) (*clientSession, error) {
+	sess, err := c.dialSession(ctx, transport, timeout)
+	switch {
+	case err == nil:
+		c.counts.connects.Add(1)
+	case ctx.Err() == nil:
+		c.counts.failures.add(err)
+	}
+	return sess, err
+}
+
+// dialSession dials and handshakes for handshake.
+func (c *Client) dialSession(ctx context.Context, transport string, timeout time.Duration) (*clientSession, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	addr := c.opts.RelayAddr
@@ -290,10 +304,10 @@ func (c *Client) handshake(ctx context.Context, transport string, timeout time.D
 	var err error
 	if transport == TransportTCP {
 		addr = c.tcpAddr
-		cn, err = dialTCP(ctx, addr, c.dialer, c.tlsConf, &c.cfg, c.log)
+		cn, err = dialTCP(ctx, addr, c.dialer, c.tlsConf, &c.cfg, &c.counts.io, c.log)
 	} else {
 		var qc quicConn
-		qc, err = dialQUIC(ctx, addr, c.tlsConf, c.quicConf, c.log)
+		qc, err = dialQUIC(ctx, addr, c.tlsConf, c.quicConf, &c.counts.io, c.log)
 		if err == nil {
 			cn = qc
 		}
@@ -540,6 +554,7 @@ func (c *Client) readControl(sess *clientSession, pongs chan<- uint64) error {
 				return fmt.Errorf("control stream: %w: STREAM_RESET on %s", proto.ErrProtocol, sess.peer.Transport)
 			}
 		case *proto.GoAway:
+			c.counts.goAways.Add(1)
 			c.markDown(sess)
 			sess.drain()
 			c.log.Info("tunnel: relay is draining; opening no new streams on this session",
@@ -605,6 +620,7 @@ func (c *Client) OpenStream(ctx context.Context, avoid ...string) (Stream, *Peer
 		return nil, nil, fmt.Errorf("opening stream: %w", err)
 	}
 	st.setOnDone(sess.release)
+	c.counts.streamsOpened.Add(1)
 	return st, sess.peer, nil
 }
 

@@ -130,6 +130,9 @@ func TestPinMismatch(t *testing.T) {
 		if e.Ready() {
 			t.Error("Ready() = true with a mismatched pin")
 		}
+		if f := e.Stats().Failures; f["pin_mismatch"] == 0 {
+			t.Errorf("Stats().Failures = %v, want pin_mismatch counted", f)
+		}
 		if _, _, err := e.OpenStream(context.Background()); !errors.Is(err, ErrNoSession) {
 			t.Errorf("OpenStream: got %v, want ErrNoSession", err)
 		}
@@ -158,6 +161,12 @@ func TestUnknownEdge(t *testing.T) {
 		}
 		if e.Ready() || r.Sessions() != 0 {
 			t.Errorf("Ready() = %v, Sessions() = %d; want false, 0", e.Ready(), r.Sessions())
+		}
+		if f := e.Stats().Failures; f["unauthorized"] == 0 {
+			t.Errorf("edge Stats().Failures = %v, want unauthorized counted", f)
+		}
+		if f := r.Stats().Failures; f["unauthorized"] == 0 {
+			t.Errorf("relay Stats().Failures = %v, want unauthorized counted", f)
 		}
 		select {
 		case <-called:
@@ -531,4 +540,35 @@ func TestAutoFallsBackToTCPAndReturnsToQUIC(t *testing.T) {
 		t.Errorf("the stream opened on TCP got %q, want it to finish there", got)
 	}
 	eventually(t, 2*time.Second, "the drained TCP session closed", func() bool { return r.Sessions() == 1 })
+}
+
+// TestStats: both sides count sessions, streams and bytes.
+func TestStats(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, transport string) {
+		r, e := pair(t, transport, echo)
+		const streams, size = 5, 10000
+		for range streams {
+			s, _, err := e.OpenStream(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Write(make([]byte, size))
+			s.CloseWrite()
+			if n, err := io.Copy(io.Discard, s); n != size || err != nil {
+				t.Fatalf("echo: %d bytes, %v", n, err)
+			}
+			s.Close()
+		}
+		es := e.Stats()
+		if es.Transport != transport || es.Connects != 1 || es.StreamsOpened != streams ||
+			es.BytesSent < streams*size || es.BytesReceived < streams*size || es.RTT <= 0 {
+			t.Errorf("edge stats = %+v", es)
+		}
+		eventually(t, time.Second, "relay streams done", func() bool { return r.Stats().Streams == 0 })
+		rs := r.Stats()
+		if rs.Sessions[SessionKey{"edge-1", transport}] != 1 || rs.StreamsAccepted != streams ||
+			rs.BytesReceived < streams*size || rs.BytesSent < streams*size {
+			t.Errorf("relay stats = %+v", rs)
+		}
+	})
 }

@@ -25,6 +25,10 @@ func newControlStream(st stream) *controlStream {
 	return &controlStream{st: st, r: proto.NewControlReader(st), w: proto.NewControlWriter(st)}
 }
 
+// errVersion is wrapped by the errors of a handshake between sides that
+// speak different protocol versions.
+var errVersion = errors.New("protocol version mismatch")
+
 // errHandshakeTimeout is wrapped by control handshake errors caused by the
 // handshake deadline.
 var errHandshakeTimeout = errors.New("handshake timed out")
@@ -87,8 +91,8 @@ func openControl(ctx context.Context, c conn, hello *proto.Hello) (*controlStrea
 		return nil, nil, err
 	}
 	if welcome.Version != proto.ProtocolVersion {
-		return nil, nil, fmt.Errorf("relay speaks protocol version %d, this edge speaks %d",
-			welcome.Version, proto.ProtocolVersion)
+		return nil, nil, fmt.Errorf("%w: relay speaks protocol version %d, this edge speaks %d",
+			errVersion, welcome.Version, proto.ProtocolVersion)
 	}
 	return cs, welcome, nil
 }

@@ -57,12 +57,13 @@ type quicConn struct {
 	// them.
 	tr  *quic.Transport
 	udp *net.UDPConn
+	io  *ioCounters // counts its streams' bytes; nil counts nothing
 }
 
 // dialQUIC dials addr over QUIC from a fresh UDP socket, so that a
 // reconnect never reuses a NAT binding that the old path left stale. The
 // socket's buffers are sized for QUIC first.
-func dialQUIC(ctx context.Context, addr string, tlsConf *tls.Config, conf *quic.Config, log *slog.Logger) (quicConn, error) {
+func dialQUIC(ctx context.Context, addr string, tlsConf *tls.Config, conf *quic.Config, io *ioCounters, log *slog.Logger) (quicConn, error) {
 	raddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return quicConn{}, err
@@ -86,7 +87,7 @@ func dialQUIC(ctx context.Context, addr string, tlsConf *tls.Config, conf *quic.
 		udp.Close()
 		return quicConn{}, err
 	}
-	return quicConn{c: c, tr: tr, udp: udp}, nil
+	return quicConn{c: c, tr: tr, udp: udp, io: io}, nil
 }
 
 func (q quicConn) openStream(ctx context.Context) (stream, error) {
@@ -94,7 +95,7 @@ func (q quicConn) openStream(ctx context.Context) (stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newQUICStream(st), nil
+	return newQUICStream(st, q.io), nil
 }
 
 func (q quicConn) acceptStream(ctx context.Context) (stream, error) {
@@ -102,7 +103,7 @@ func (q quicConn) acceptStream(ctx context.Context) (stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newQUICStream(st), nil
+	return newQUICStream(st, q.io), nil
 }
 
 func (q quicConn) closeWithError(code closeCode, msg string) {
@@ -134,7 +135,8 @@ func (q quicConn) peerKey() (string, error) {
 
 // quicStream adapts a *quic.Stream to Stream.
 type quicStream struct {
-	s *quic.Stream
+	s  *quic.Stream
+	io *ioCounters
 
 	readDone  atomic.Bool // Read returned io.EOF: the peer's FIN arrived
 	aborted   atomic.Bool
@@ -144,15 +146,16 @@ type quicStream struct {
 	doneHook
 }
 
-// newQUICStream wraps s.
-func newQUICStream(s *quic.Stream) *quicStream {
-	return &quicStream{s: s}
+// newQUICStream wraps s, counting its bytes in io.
+func newQUICStream(s *quic.Stream, io *ioCounters) *quicStream {
+	return &quicStream{s: s, io: io}
 }
 
 // Read reads from the stream. After the peer's Abort (or STOP_SENDING), the
 // error wraps a *proto.ResetError with the peer's code.
 func (q *quicStream) Read(p []byte) (int, error) {
 	n, err := q.s.Read(p)
+	q.io.addReceived(n)
 	if err != nil {
 		if err == io.EOF {
 			q.readDone.Store(true)
@@ -167,6 +170,7 @@ func (q *quicStream) Read(p []byte) (int, error) {
 // *proto.ResetError with the peer's code.
 func (q *quicStream) Write(p []byte) (int, error) {
 	n, err := q.s.Write(p)
+	q.io.addSent(n)
 	if err != nil {
 		return n, streamError(err)
 	}

@@ -68,6 +68,7 @@ type Server struct {
 	tlsConf  *tls.Config
 	quicConf *quic.Config
 
+	counts       serverCounters
 	inflight     inflight        // exchange streams being served
 	closing      context.Context // ends when Close begins
 	stopHandlers context.CancelFunc
@@ -90,6 +91,7 @@ type Server struct {
 // serverSession is one edge's connection.
 type serverSession struct {
 	conn       conn
+	peer       *Peer         // set, under Server.mu, once the session is up
 	goaway     chan struct{} // closed to send GOAWAY
 	goawayOnce sync.Once
 	goawayDone chan struct{} // closed once GOAWAY was written, or will never be
@@ -128,18 +130,19 @@ func NewServer(opts ServerOptions, h Handler) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	closing, stopHandlers := context.WithCancel(context.Background())
-	return &Server{
+	s := &Server{
 		closing:      closing,
 		stopHandlers: stopHandlers,
 		opts:         opts,
 		cfg:          cfg,
 		h:            h,
 		log:          log,
-		tlsConf:      serverTLSConfig(opts.Identity, opts.Authorize, log),
 		// One more than MaxStreams: the control stream counts too.
 		quicConf: quicConfig(&cfg, int64(opts.MaxStreams)+1),
 		sessions: make(map[*serverSession]struct{}),
-	}, nil
+	}
+	s.tlsConf = serverTLSConfig(opts.Identity, opts.Authorize, func() { s.counts.failures.add(ErrUnknownPeer) }, log)
+	return s, nil
 }
 
 // Listen binds the UDP socket; Addr is valid afterwards.
@@ -277,7 +280,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			return fmt.Errorf("tunnel server: accepting: %w", err)
 		}
-		s.startSession(quicConn{c: qc})
+		s.startSession(quicConn{c: qc, io: &s.counts.io})
 	}
 }
 
@@ -315,9 +318,12 @@ func (s *Server) handshakeTCP(raw net.Conn) (conn, error) {
 	tc := tls.Server(raw, s.tlsConf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		lingeringClose(raw)
+		if !errors.Is(err, ErrUnknownPeer) { // counted where the key is checked
+			s.counts.failures.add(err)
+		}
 		return nil, fmt.Errorf("TLS handshake: %w", err)
 	}
-	return newYamuxConn(tc, true, &s.cfg, s.log)
+	return newYamuxConn(tc, true, &s.cfg, &s.counts.io, s.log)
 }
 
 // lingeringClose closes a refused connection so that the edge reads the TLS
@@ -374,6 +380,7 @@ func (s *Server) serveSession(ss *serverSession) {
 	log := s.log.With("remote", conn.remoteAddr().String(), "transport", conn.transport())
 	ctrl, hello, err := acceptControl(conn, s.cfg.HandshakeTimeout.Duration)
 	if err != nil {
+		s.counts.failures.add(err)
 		if closeCause(conn) == nil {
 			log.Warn("tunnel: edge handshake failed", "err", err)
 		}
@@ -384,6 +391,7 @@ func (s *Server) serveSession(ss *serverSession) {
 	if hello.Version != proto.ProtocolVersion {
 		msg := fmt.Sprintf("unsupported protocol version %d: this relay speaks version %d", hello.Version, proto.ProtocolVersion)
 		log.Warn("tunnel: refused edge: "+msg, "edge_name", hello.EdgeName, "software", hello.Software)
+		s.counts.failures.add(errVersion)
 		conn.closeWithError(closeVersion, msg)
 		return
 	}
@@ -395,6 +403,7 @@ func (s *Server) serveSession(ss *serverSession) {
 	name, upstreams, err := s.opts.Authorize(key)
 	if err != nil {
 		log.Warn("tunnel: refused edge key "+key, "key", key, "err", err)
+		s.counts.failures.add(ErrUnknownPeer)
 		conn.closeWithError(closeUnauthorized, "edge key not authorized")
 		return
 	}
@@ -421,6 +430,7 @@ func (s *Server) serveSession(ss *serverSession) {
 	s.mu.Lock()
 	s.up++
 	up = true
+	ss.peer = peer
 	s.mu.Unlock()
 	log = log.With("edge", name, "session", peer.SessionID)
 	log.Info("tunnel: edge connected", "key", key, "edge_name", hello.EdgeName, "software", hello.Software)
@@ -468,7 +478,9 @@ func (s *Server) serveSession(ss *serverSession) {
 		if err != nil {
 			break
 		}
+		s.counts.accepted.Add(1)
 		if limit && open.Load() >= int64(s.opts.MaxStreams) {
+			s.counts.refused.Add(1)
 			refuseStream(st, fmt.Sprintf("airlock relay: the session is at its limit of %d streams", s.opts.MaxStreams))
 			continue
 		}

@@ -69,7 +69,7 @@ func (l yamuxLogger) Println(v ...any) { l.log.Debug("yamux: " + fmt.Sprint(v...
 // dialTCP dials the relay over TCP (through dialer, which may go through a
 // CONNECT proxy), does the TLS handshake with tlsConf and starts a yamux
 // client session on it, all within ctx.
-func dialTCP(ctx context.Context, addr string, dialer *ProxyDialer, tlsConf *tls.Config, cfg *Config, log *slog.Logger) (conn, error) {
+func dialTCP(ctx context.Context, addr string, dialer *ProxyDialer, tlsConf *tls.Config, cfg *Config, io *ioCounters, log *slog.Logger) (conn, error) {
 	raw, err := dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
@@ -79,7 +79,7 @@ func dialTCP(ctx context.Context, addr string, dialer *ProxyDialer, tlsConf *tls
 		raw.Close()
 		return nil, fmt.Errorf("TLS handshake: %w", err)
 	}
-	return newYamuxConn(tc, false, cfg, log)
+	return newYamuxConn(tc, false, cfg, io, log)
 }
 
 // tlsConfigFor sets the server name (SNI) to addr's host when it is a name:
@@ -97,13 +97,14 @@ func tlsConfigFor(base *tls.Config, addr string) *tls.Config {
 
 // newYamuxConn starts a yamux session on a TLS connection whose handshake is
 // done: the client side on the edge, the server side on the relay.
-func newYamuxConn(tc *tls.Conn, server bool, cfg *Config, log *slog.Logger) (*yamuxConn, error) {
+func newYamuxConn(tc *tls.Conn, server bool, cfg *Config, io *ioCounters, log *slog.Logger) (*yamuxConn, error) {
 	if p := tc.ConnectionState().NegotiatedProtocol; p != proto.ALPN {
 		tc.Close()
 		return nil, fmt.Errorf("TLS: peer negotiated application protocol %q, want %q", p, proto.ALPN)
 	}
 	c := &yamuxConn{
 		tc:      tc,
+		io:      io,
 		streams: make(map[uint32]*yamuxStream),
 		resets:  make(chan pendingReset, resetQueueLen),
 	}
@@ -134,6 +135,7 @@ func newYamuxConn(tc *tls.Conn, server bool, cfg *Config, log *slog.Logger) (*ya
 type yamuxConn struct {
 	tc   *tls.Conn
 	sess *yamux.Session
+	io   *ioCounters // counts its streams' bytes; nil counts nothing
 
 	// ctx ends when the connection does; its cause is the first reason
 	// seen: a local close, the TCP connection's first read or write error,
@@ -369,6 +371,7 @@ func (y *yamuxStream) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	n, err := y.s.Read(p)
+	y.c.io.addReceived(n)
 	if err != nil {
 		return n, y.ioError("reading", &y.readRst, err)
 	}
@@ -382,6 +385,7 @@ func (y *yamuxStream) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	n, err := y.s.Write(p)
+	y.c.io.addSent(n)
 	if err != nil {
 		return n, y.ioError("writing", &y.writeRst, err)
 	}

@@ -52,8 +52,8 @@ func clientTLSConfig(id *Identity, pin string) *tls.Config {
 // serverTLSConfig returns the relay's TLS settings: TLS 1.3, ALPN airlock/1,
 // our certificate, and a client certificate required, whose key authorize
 // must know. An unknown key fails the handshake with an access_denied alert,
-// so the edge learns why.
-func serverTLSConfig(id *Identity, authorize func(string) (string, []string, error), log *slog.Logger) *tls.Config {
+// so the edge learns why, and calls refused.
+func serverTLSConfig(id *Identity, authorize func(string) (string, []string, error), refused func(), log *slog.Logger) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		NextProtos:   []string{proto.ALPN},
@@ -65,6 +65,7 @@ func serverTLSConfig(id *Identity, authorize func(string) (string, []string, err
 				return err
 			}
 			if _, _, err := authorize(fp); err != nil {
+				refused()
 				log.Warn("tunnel: refused edge key "+fp, "key", fp, "err", err)
 				return &peerError{
 					msg:      fmt.Sprintf("edge key %s is not authorized: %v", fp, err),
