@@ -60,6 +60,7 @@ type exchange struct {
 	bytesIn  int64
 	bytesOut int64
 	ttfb     time.Duration
+	overhead time.Duration // what airlock added to ttfb
 	err      error
 }
 
@@ -534,6 +535,8 @@ func (ex *exchange) writeResponseHead(resp *proto.ResponseHead) {
 		dst[k] = vv
 	}
 	ex.setEdgeHeaders(dst)
+	ex.overhead = max(ex.ttfb-resp.UpstreamTime, 0)
+	dst.Set(headerOverhead, strconv.FormatFloat(float64(ex.overhead)/float64(time.Millisecond), 'f', 3, 64))
 	if isEventStream(src.Get("Content-Type")) {
 		// Tell caches and buffering proxies in front of the edge (nginx
 		// honours X-Accel-Buffering) to pass events through at once.
@@ -652,10 +655,14 @@ func (ex *exchange) fail(e *apiError) {
 	e.write(ex.w)
 }
 
-// setEdgeHeaders sets the headers the edge adds to every response: the
-// request id, and CORS headers for a cross-origin request.
+// setEdgeHeaders sets the headers the edge adds to every response: its
+// request id, as Airlock-Request-Id and as X-Request-Id unless the upstream
+// sent its own, and CORS headers for a cross-origin request.
 func (ex *exchange) setEdgeHeaders(h http.Header) {
 	h.Set(headerRequestID, ex.id)
+	if _, ok := h["X-Request-Id"]; !ok {
+		h["X-Request-Id"] = []string{ex.id}
+	}
 	if ex.r.Header.Get("Origin") != "" {
 		setCORS(h)
 	}

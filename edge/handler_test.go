@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -85,6 +86,44 @@ func TestAuthErrorBody(t *testing.T) {
 	}
 	if id := resp.Header.Get("Airlock-Request-Id"); !regexp.MustCompile(`^[0-9a-f]{16}$`).MatchString(id) {
 		t.Errorf("Airlock-Request-Id = %q, want 16 hex digits", id)
+	}
+	if resp.Header.Get("X-Request-Id") != resp.Header.Get("Airlock-Request-Id") {
+		t.Errorf("X-Request-Id = %q on an edge error, want the edge's id %q", resp.Header.Get("X-Request-Id"), resp.Header.Get("Airlock-Request-Id"))
+	}
+}
+
+// TestRequestIDAndOverhead: X-Request-Id is the upstream's when it sent
+// one, else the edge's; Airlock-Overhead-Ms is the time to the head less
+// what the relay says the upstream took.
+func TestRequestIDAndOverhead(t *testing.T) {
+	const upstreamTime = 300 * time.Millisecond
+	for _, tt := range []struct {
+		name, upstreamID string
+	}{{"upstream id", "req_upstream"}, {"no upstream id", ""}} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEdge(t, nil, func(t *testing.T, r *fakeRelay) {
+				r.head(t)
+				h := http.Header{}
+				if tt.upstreamID != "" {
+					h.Set("X-Request-Id", tt.upstreamID)
+				}
+				time.Sleep(upstreamTime) // the "upstream" thinking
+				r.w.WriteResponseHead(&proto.ResponseHead{Status: 200, Header: h, ContentLength: 0, UpstreamTime: upstreamTime})
+				r.w.End(nil)
+			})
+			resp, _ := e.do(t, "GET", "/v1/models", nil, nil)
+			want := tt.upstreamID
+			if want == "" {
+				want = resp.Header.Get("Airlock-Request-Id")
+			}
+			if got := resp.Header.Get("X-Request-Id"); got != want || got == "" {
+				t.Errorf("X-Request-Id = %q, want %q", got, want)
+			}
+			ms, err := strconv.ParseFloat(resp.Header.Get("Airlock-Overhead-Ms"), 64)
+			if err != nil || ms < 0 || ms > 200 {
+				t.Errorf("Airlock-Overhead-Ms = %q, want the edge's own share (well under the upstream's 300 ms)", resp.Header.Get("Airlock-Overhead-Ms"))
+			}
+		})
 	}
 }
 

@@ -20,6 +20,10 @@ const airlockHeaderPrefix = "Airlock-"
 const (
 	headerUpstream  = "Airlock-Upstream"
 	headerRequestID = "Airlock-Request-Id"
+	// headerOverhead carries the time airlock itself added before the
+	// first byte: the edge's time to the response head less the time the
+	// upstream took, as the relay measured it, in milliseconds.
+	headerOverhead = "Airlock-Overhead-Ms"
 )
 
 // requestHeader returns the headers to send in the request head: r's headers

@@ -1,8 +1,10 @@
 package proto
 
 import (
+	"math"
 	"net/http"
 	"strings"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -37,6 +39,11 @@ type ResponseHead struct {
 	Header http.Header
 	// ContentLength is the response body's length, or -1 when unknown.
 	ContentLength int64
+	// UpstreamTime is how long the upstream took to send this head, as
+	// the relay measured it (0: not measured, e.g. an answer of the relay's
+	// own). The edge subtracts it from its own time to first byte to tell
+	// what airlock added.
+	UpstreamTime time.Duration
 }
 
 // Field tags of RequestHead.
@@ -55,6 +62,7 @@ const (
 	tagRespStatus        = 1
 	tagRespHeader        = 2
 	tagRespContentLength = 3
+	tagRespUpstreamTime  = 4 // microseconds
 )
 
 // Field tags of END and RESET payloads.
@@ -144,6 +152,9 @@ func AppendResponseHead(b []byte, h *ResponseHead) []byte {
 	e.uint(tagRespStatus, uint64(h.Status))
 	e.header(tagRespHeader, h.Header)
 	e.uint(tagRespContentLength, contentLengthField(h.ContentLength))
+	if h.UpstreamTime > 0 {
+		e.uint(tagRespUpstreamTime, uint64(h.UpstreamTime/time.Microsecond))
+	}
 	return e.b
 }
 
@@ -162,6 +173,12 @@ func DecodeResponseHead(p []byte, lim Limits) (*ResponseHead, error) {
 			d.header(&h.Header, &count, lim, "response head")
 		case tagRespContentLength:
 			h.ContentLength = contentLengthValue(d.uint("response head: content length"))
+		case tagRespUpstreamTime:
+			us := d.uint("response head: upstream time")
+			if us > math.MaxInt64/uint64(time.Microsecond) {
+				return nil, protocolErrorf("response head: upstream time %d µs out of range", us)
+			}
+			h.UpstreamTime = time.Duration(us) * time.Microsecond
 		}
 	}
 	if d.err != nil {

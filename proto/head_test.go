@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // manyHeaderMap returns n distinct canonical headers.
@@ -95,6 +96,7 @@ func TestResponseHeadRoundTrip(t *testing.T) {
 		{"200 streaming", ResponseHead{Status: 200, Header: http.Header{"Content-Type": {"text/event-stream"}}, ContentLength: -1}},
 		{"200 known length", ResponseHead{Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, ContentLength: 17}},
 		{"204 length 0", ResponseHead{Status: 204, ContentLength: 0}},
+		{"upstream time", ResponseHead{Status: 200, ContentLength: -1, UpstreamTime: 1234567 * time.Microsecond}},
 		{"multi-valued", ResponseHead{Status: 200, Header: http.Header{"Set-Cookie": {"a=1", "b=2"}, "Vary": {"Accept", "Origin"}}, ContentLength: -1}},
 		{"many headers", ResponseHead{Status: 200, Header: manyHeaderMap(DefaultMaxHeaderCount), ContentLength: -1}},
 		{"empty value", ResponseHead{Status: 404, Header: http.Header{"X-Empty": {""}}, ContentLength: -1}},
@@ -282,6 +284,7 @@ func TestDecodeResponseHeadErrors(t *testing.T) {
 		{"status 0", rawUint(tagRespStatus, 0)},
 		{"status 99", rawUint(tagRespStatus, 99)},
 		{"status 600", rawUint(tagRespStatus, 600)},
+		{"upstream time out of range", cat(rawUint(tagRespStatus, 200), rawUint(tagRespUpstreamTime, 1<<63))},
 		{"status huge", rawUint(tagRespStatus, 1<<40+200)},
 		{"status bad number", rawField(tagRespStatus, []byte{0xc8})},
 		{"status trailing bytes", rawField(tagRespStatus, []byte{0xc8, 0x01, 0x00})},

@@ -182,8 +182,9 @@ type exchange struct {
 	stopWatch func() bool
 
 	// For the log line.
-	start     time.Time
-	ttfb      time.Duration
+	start        time.Time
+	ttfb         time.Duration
+	upstreamTime time.Duration // the upstream's time to its response head
 	head      *proto.RequestHead
 	upstream  string
 	status    int    // sent to the edge; 499 when the edge went away first
@@ -279,8 +280,10 @@ func (ex *exchange) serve(ctx context.Context) {
 	req = req.WithContext(httptrace.WithClientTrace(upCtx, &httptrace.ClientTrace{
 		WroteHeaders: func() { ex.wroteHeaders.Store(true) },
 	}))
+	upStart := time.Now()
 	resp, err := up.transport.RoundTrip(req)
 	ex.ttfb = time.Since(ex.start)
+	ex.upstreamTime = time.Since(upStart)
 	if err != nil {
 		if ctx.Err() != nil && !ex.wroteHeaders.Load() && ex.s.Context().Err() == nil {
 			// The relay closes and the upstream never got the request:
@@ -354,6 +357,7 @@ func (ex *exchange) respond(upCtx context.Context, resp *http.Response) {
 		Status:        resp.StatusCode,
 		Header:        responseHeader(resp, ""),
 		ContentLength: resp.ContentLength,
+		UpstreamTime:  ex.upstreamTime,
 	}
 	if err := ex.w.WriteResponseHead(head); err != nil {
 		ex.edgeGone(err)
