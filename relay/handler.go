@@ -185,13 +185,13 @@ type exchange struct {
 	start        time.Time
 	ttfb         time.Duration
 	upstreamTime time.Duration // the upstream's time to its response head
-	head      *proto.RequestHead
-	upstream  string
-	status    int    // sent to the edge; 499 when the edge went away first
-	result    string // "ok" or what went wrong
-	errDetail string
-	bytesIn   atomic.Int64
-	bytesOut  atomic.Int64
+	head         *proto.RequestHead
+	upstream     string
+	status       int    // sent to the edge; 499 when the edge went away first
+	result       string // "ok" or what went wrong
+	errDetail    string
+	bytesIn      atomic.Int64
+	bytesOut     atomic.Int64
 }
 
 func (ex *exchange) serve(ctx context.Context) {
