@@ -205,13 +205,13 @@ func TestClientKey(t *testing.T) {
 
 func TestNewHandlerErrors(t *testing.T) {
 	o := &fakeOpener{t: t}
-	if _, err := NewHandler(nil, o, nil); err == nil {
+	if _, err := NewHandler(nil, o, nil, nil); err == nil {
 		t.Error("NewHandler(nil config) = nil error")
 	}
-	if _, err := NewHandler(testConfig(), nil, nil); err == nil {
+	if _, err := NewHandler(testConfig(), nil, nil, nil); err == nil {
 		t.Error("NewHandler(nil opener) = nil error")
 	}
-	if _, err := NewHandler(&Config{}, o, nil); err == nil || !strings.Contains(err.Error(), "no [[client]]") {
+	if _, err := NewHandler(&Config{}, o, nil, nil); err == nil || !strings.Contains(err.Error(), "no [[client]]") {
 		t.Errorf("NewHandler(no clients) = %v, want the fail-closed error", err)
 	}
 }

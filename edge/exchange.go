@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,7 +62,11 @@ type exchange struct {
 	bytesOut int64
 	ttfb     time.Duration
 	overhead time.Duration // what airlock added to ttfb
-	err      error
+	duration time.Duration // set by end
+	// rejection is why the edge answered by itself, for the metrics; ""
+	// when the request went to a relay.
+	rejection string
+	err       error
 }
 
 // run carries the request to the relay and the answer back.
@@ -649,6 +654,7 @@ func badRequest(msg string) *apiError {
 // fail answers the client with e before any response head.
 func (ex *exchange) fail(e *apiError) {
 	ex.status = e.status
+	ex.rejection = rejectionOf(e.code)
 	if ex.err == nil {
 		ex.err = errors.New(e.code)
 	}
@@ -668,12 +674,34 @@ func (ex *exchange) setEdgeHeaders(h http.Header) {
 	}
 }
 
-// logLine writes the access log line. It never logs bodies, keys or the
-// Authorization header.
-func (ex *exchange) logLine() {
+// end records the finished exchange in the metrics and the access log.
+func (ex *exchange) end() {
+	ex.duration = time.Since(ex.start)
 	if ex.body != nil && ex.body.ended() {
 		ex.bytesIn += ex.body.n
 	}
+	ex.h.metrics.observe(ex)
+	ex.logLine()
+}
+
+// upstreamLabel is the upstream of the metrics: a name the relay listed for
+// this edge, "other" for a name it did not (so that clients cannot add time
+// series), "none" when no relay was reached.
+func (ex *exchange) upstreamLabel() string {
+	switch {
+	case ex.peer == nil:
+		return "none"
+	case ex.upstream == "" && len(ex.peer.Upstreams) > 0:
+		return ex.peer.Upstreams[0]
+	case slices.Contains(ex.peer.Upstreams, ex.upstream):
+		return ex.upstream
+	}
+	return "other"
+}
+
+// logLine writes the access log line. It never logs bodies, keys or the
+// Authorization header.
+func (ex *exchange) logLine() {
 	var relay, client, transport string
 	upstream := ex.upstream
 	if ex.peer != nil {
@@ -694,7 +722,7 @@ func (ex *exchange) logLine() {
 		slog.Int("status", ex.status),
 		slog.Int64("bytes_in", ex.bytesIn),
 		slog.Int64("bytes_out", ex.bytesOut),
-		slog.Duration("duration", time.Since(ex.start)),
+		slog.Duration("duration", ex.duration),
 		slog.Duration("ttfb", ex.ttfb),
 		slog.String("relay", relay),
 		slog.String("transport", transport),

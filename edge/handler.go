@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/airlock-proxy/airlock/internal/apierror"
 
 	"github.com/airlock-proxy/airlock/proto"
@@ -38,6 +40,7 @@ type handler struct {
 	maxBody int64
 	// upgrades tracks hijacked connections so that shutdown can close them.
 	upgrades upgradeTracker
+	metrics  *edgeMetrics
 }
 
 // NewHandler returns the edge's HTTP handler: it serves everything under /v1/
@@ -47,12 +50,13 @@ type handler struct {
 //
 // cfg is copied and completed with defaults; only its access settings (auth,
 // clients, upstream, max_request_body_bytes) are used and validated here. A
-// nil logger discards the access log.
-func NewHandler(cfg *Config, opener tunnel.Opener, logger *slog.Logger) (http.Handler, error) {
-	return newHandler(cfg, opener, logger)
+// nil logger discards the access log. The request metrics are registered
+// with reg; nil keeps them unregistered.
+func NewHandler(cfg *Config, opener tunnel.Opener, logger *slog.Logger, reg prometheus.Registerer) (http.Handler, error) {
+	return newHandler(cfg, opener, logger, reg)
 }
 
-func newHandler(cfg *Config, opener tunnel.Opener, logger *slog.Logger) (*handler, error) {
+func newHandler(cfg *Config, opener tunnel.Opener, logger *slog.Logger, reg prometheus.Registerer) (*handler, error) {
 	if cfg == nil {
 		return nil, errors.New("edge handler: nil config")
 	}
@@ -67,11 +71,15 @@ func newHandler(cfg *Config, opener tunnel.Opener, logger *slog.Logger) (*handle
 	if err := c.validateAccess(); err != nil {
 		return nil, fmt.Errorf("edge handler: %w", err)
 	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
 	h := &handler{
 		opener:   opener,
 		logger:   logger,
 		upstream: c.Upstream,
 		maxBody:  c.MaxRequestBodyBytes,
+		metrics:  newEdgeMetrics(reg),
 	}
 	if c.Auth == AuthKeys {
 		k, err := newKeyring(c.Clients)
@@ -87,7 +95,9 @@ func newHandler(cfg *Config, opener tunnel.Opener, logger *slog.Logger) (*handle
 // the request to an exchange. Every request gets one access log line.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := &exchange{h: h, w: w, r: r, start: time.Now(), id: newRequestID()}
-	defer ex.logLine()
+	h.metrics.inFlight.Inc()
+	defer h.metrics.inFlight.Dec()
+	defer ex.end()
 	ex.setEdgeHeaders(w.Header())
 
 	if !strings.HasPrefix(r.URL.Path, apiPrefix) {

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/airlock-proxy/airlock/internal/testlog"
 
 	"github.com/airlock-proxy/airlock/proto"
@@ -167,6 +169,7 @@ type testEdge struct {
 	opener *fakeOpener
 	srv    *httptest.Server
 	logs   *testlog.Buffer
+	reg    *prometheus.Registry // the handler's metrics
 }
 
 // newTestEdge starts the handler for cfg (testConfig when nil) with relay
@@ -178,7 +181,8 @@ func newTestEdge(t *testing.T, cfg *Config, relay relayFunc) *testEdge {
 	}
 	o := &fakeOpener{t: t, relay: relay, peer: &tunnel.Peer{Name: "relay-1", Upstreams: []string{"openai"}}}
 	logs := &testlog.Buffer{}
-	h, err := NewHandler(cfg, o, slog.New(slog.NewJSONHandler(logs, nil)))
+	reg := prometheus.NewRegistry()
+	h, err := NewHandler(cfg, o, slog.New(slog.NewJSONHandler(logs, nil)), reg)
 	if err != nil {
 		t.Fatalf("NewHandler: %v", err)
 	}
@@ -193,7 +197,7 @@ func newTestEdge(t *testing.T, cfg *Config, relay relayFunc) *testEdge {
 		o.wait()
 		srv.Close()
 	})
-	return &testEdge{URL: srv.URL, opener: o, srv: srv, logs: logs}
+	return &testEdge{URL: srv.URL, opener: o, srv: srv, logs: logs, reg: reg}
 }
 
 // h2cClient returns a client that speaks HTTP/2 without TLS.

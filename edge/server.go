@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/airlock-proxy/airlock/internal/buildinfo"
+	"github.com/airlock-proxy/airlock/internal/metrics"
 
 	"github.com/airlock-proxy/airlock/internal/admin"
 	"github.com/airlock-proxy/airlock/tunnel"
@@ -98,7 +99,9 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := newHandler(c, client, logger)
+	reg := metrics.NewRegistry()
+	reg.MustRegister(newTunnelCollector(client))
+	h, err := newHandler(c, client, logger, reg)
 	if err != nil {
 		client.Close()
 		return nil, err
@@ -118,6 +121,7 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 	s.http.Protocols.SetUnencryptedHTTP2(true)
 	if c.AdminListen != adminOff {
 		s.admin = admin.New(c.AdminListen, s.readyErr, logger.With("component", "admin"))
+		s.admin.Handle("GET /metrics", metrics.Handler(reg))
 	}
 	return s, nil
 }

@@ -1,0 +1,225 @@
+package edge
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/airlock-proxy/airlock/internal/metrics"
+	"github.com/airlock-proxy/airlock/tunnel"
+)
+
+// routes are the values of the route label: the first path segment after
+// /v1/ when it is one of OpenAI's API families, else "other". A fixed set,
+// so that no request can add a time series.
+var routes = map[string]bool{
+	"chat": true, "completions": true, "embeddings": true, "responses": true, "models": true,
+	"files": true, "uploads": true, "audio": true, "images": true, "batches": true,
+	"moderations": true, "fine_tuning": true, "vector_stores": true, "assistants": true,
+	"threads": true, "realtime": true, "containers": true, "conversations": true, "evals": true,
+}
+
+// routeOf returns the route label of a request path.
+func routeOf(path string) string {
+	rest, ok := strings.CutPrefix(path, apiPrefix)
+	if !ok {
+		return "other"
+	}
+	seg, _, _ := strings.Cut(rest, "/")
+	if routes[seg] {
+		return seg
+	}
+	return "other"
+}
+
+// Rejection reasons: why the edge answered a request itself without
+// carrying it to a relay.
+const (
+	rejectAuth       = "auth"        // no or unknown client key
+	rejectPolicy     = "policy"      // an upstream the client may not use
+	rejectLimit      = "limit"       // body or headers over the limits
+	rejectNoTunnel   = "no_tunnel"   // no tunnel session up
+	rejectBadRequest = "bad_request" // not under /v1/, or malformed
+)
+
+// rejectionOf maps the code of an edge-made error answer to its rejection
+// reason; "" for errors that are not rejections (a failed upstream).
+func rejectionOf(code string) string {
+	switch code {
+	case codeInvalidAPIKey:
+		return rejectAuth
+	case codeUpstreamNotAllowed:
+		return rejectPolicy
+	case codeRequestTooLarge, codeHeadersTooLarge:
+		return rejectLimit
+	case codeTunnelUnavailable:
+		return rejectNoTunnel
+	case codeNotFound, codeInvalidRequest:
+		return rejectBadRequest
+	}
+	return ""
+}
+
+// edgeMetrics are the edge's request metrics.
+type edgeMetrics struct {
+	requests   *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	ttfb       *prometheus.HistogramVec
+	overhead   prometheus.Histogram
+	inFlight   prometheus.Gauge
+	rejections *prometheus.CounterVec
+	retries    prometheus.Counter
+}
+
+func newEdgeMetrics(reg prometheus.Registerer) *edgeMetrics {
+	const sub = "edge"
+	m := &edgeMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metrics.Namespace, Subsystem: sub, Name: "requests_total",
+			Help: "Requests answered, by API route, upstream name and status class (499: the client went away first).",
+		}, []string{"route", "upstream", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: metrics.Namespace, Subsystem: sub, Name: "request_duration_seconds",
+			Help:    "Time from a request's arrival to the end of its response, by API route.",
+			Buckets: metrics.DurationBuckets,
+		}, []string{"route"}),
+		ttfb: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: metrics.Namespace, Subsystem: sub, Name: "time_to_first_byte_seconds",
+			Help:    "Time from a request's arrival to its response head from the relay, by API route.",
+			Buckets: metrics.LatencyBuckets,
+		}, []string{"route"}),
+		overhead: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: metrics.Namespace, Subsystem: sub, Name: "overhead_seconds",
+			Help:    "Time airlock added before a response head: time to first byte less the upstream's own time.",
+			Buckets: metrics.LatencyBuckets,
+		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: metrics.Namespace, Subsystem: sub, Name: "requests_in_flight",
+			Help: "Requests being served.",
+		}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metrics.Namespace, Subsystem: sub, Name: "rejections_total",
+			Help: "Requests the edge answered itself, by reason: auth, policy, limit, no_tunnel, bad_request.",
+		}, []string{"reason"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metrics.Namespace, Subsystem: sub, Name: "refused_retries_total",
+			Help: "Requests sent again on another session after a relay refused them before calling the upstream.",
+		}),
+	}
+	reg.MustRegister(m.requests, m.duration, m.ttfb, m.overhead, m.inFlight, m.rejections, m.retries)
+	for _, r := range []string{rejectAuth, rejectPolicy, rejectLimit, rejectNoTunnel, rejectBadRequest} {
+		m.rejections.WithLabelValues(r) // every reason shows, at 0
+	}
+	return m
+}
+
+// observe records one finished exchange.
+func (m *edgeMetrics) observe(ex *exchange) {
+	route := routeOf(ex.r.URL.Path)
+	m.requests.WithLabelValues(route, ex.upstreamLabel(), metrics.StatusClass(ex.status)).Inc()
+	m.duration.WithLabelValues(route).Observe(ex.duration.Seconds())
+	if ex.ttfb > 0 {
+		m.ttfb.WithLabelValues(route).Observe(ex.ttfb.Seconds())
+		m.overhead.Observe(ex.overhead.Seconds())
+	}
+	if ex.rejection != "" {
+		m.rejections.WithLabelValues(ex.rejection).Inc()
+	}
+	if ex.retries > 0 {
+		m.retries.Add(float64(ex.retries))
+	}
+}
+
+// tunnelCollector exports the tunnel pool's state and counters at scrape
+// time, so that no metric call sits on the tunnel's data path.
+type tunnelCollector struct {
+	pool *tunnel.Pool
+
+	sessions, rtt, streams                                   *prometheus.Desc
+	reconnects, failures, fallbacks, goAways, opened, tx, rx *prometheus.Desc
+}
+
+func newTunnelCollector(pool *tunnel.Pool) *tunnelCollector {
+	desc := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName(metrics.Namespace, "tunnel", name), help, labels, nil)
+	}
+	return &tunnelCollector{
+		pool:       pool,
+		sessions:   desc("sessions", "Tunnel sessions up, by relay and transport (quic or tcp).", "relay", "transport"),
+		rtt:        desc("rtt_seconds", "Round-trip time of each connection's last PING, 0 while down.", "relay", "connection"),
+		streams:    desc("streams_open", "Streams open, by relay.", "relay"),
+		reconnects: desc("reconnects_total", "Sessions established after a connection's first one, by relay.", "relay"),
+		failures:   desc("handshake_failures_total", "Failed connection attempts, by relay and reason.", "relay", "reason"),
+		fallbacks:  desc("fallbacks_total", "Times transport auto fell back from QUIC to TCP, by relay.", "relay"),
+		goAways:    desc("goaways_total", "GOAWAYs received (the relay draining), by relay.", "relay"),
+		opened:     desc("streams_opened_total", "Streams opened, by relay.", "relay"),
+		tx:         desc("sent_bytes_total", "Stream payload bytes sent to the relay.", "relay"),
+		rx:         desc("received_bytes_total", "Stream payload bytes received from the relay.", "relay"),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *tunnelCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.sessions, c.rtt, c.streams, c.reconnects, c.failures, c.fallbacks, c.goAways, c.opened, c.tx, c.rx} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector: the pool's connections summed by
+// relay.
+func (c *tunnelCollector) Collect(ch chan<- prometheus.Metric) {
+	type relaySums struct {
+		sessions                                       map[string]int
+		streams                                        int
+		reconnects, fallbacks, goAways, opened, tx, rx uint64
+		failures                                       map[string]uint64
+	}
+	sums := map[string]*relaySums{}
+	var order []string
+	conn := map[string]int{}
+	for _, st := range c.pool.Stats() {
+		s := sums[st.Relay]
+		if s == nil {
+			s = &relaySums{sessions: map[string]int{tunnel.TransportQUIC: 0, tunnel.TransportTCP: 0}, failures: map[string]uint64{}}
+			sums[st.Relay] = s
+			order = append(order, st.Relay)
+		}
+		if st.Transport != "" {
+			s.sessions[st.Transport]++
+		}
+		s.streams += st.Streams
+		if st.Connects > 1 {
+			s.reconnects += st.Connects - 1
+		}
+		s.fallbacks += st.Fallbacks
+		s.goAways += st.GoAways
+		s.opened += st.StreamsOpened
+		s.tx += st.BytesSent
+		s.rx += st.BytesReceived
+		for r, n := range st.Failures {
+			s.failures[r] += n
+		}
+		ch <- prometheus.MustNewConstMetric(c.rtt, prometheus.GaugeValue, st.RTT.Seconds(), st.Relay, strconv.Itoa(conn[st.Relay]))
+		conn[st.Relay]++
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	for _, relay := range order {
+		s := sums[relay]
+		for tr, n := range s.sessions {
+			ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(n), relay, tr)
+		}
+		ch <- prometheus.MustNewConstMetric(c.streams, prometheus.GaugeValue, float64(s.streams), relay)
+		counter(c.reconnects, s.reconnects, relay)
+		counter(c.fallbacks, s.fallbacks, relay)
+		counter(c.goAways, s.goAways, relay)
+		counter(c.opened, s.opened, relay)
+		counter(c.tx, s.tx, relay)
+		counter(c.rx, s.rx, relay)
+		for r, n := range s.failures {
+			counter(c.failures, n, relay, r)
+		}
+	}
+}
