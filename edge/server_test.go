@@ -9,37 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
-
+	"github.com/airlock-proxy/airlock/internal/metrics/metricstest"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
-
-// checkMetrics scrapes url and checks that every line starts with one of
-// wants, and that the exposition passes promlint.
-func checkMetrics(t *testing.T, url string, wants ...string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("/metrics = %d", resp.StatusCode)
-	}
-	for _, want := range wants {
-		if !strings.Contains(string(body), "\n"+want) {
-			t.Errorf("/metrics lacks a line starting %q", want)
-		}
-	}
-	problems, err := promlint.New(strings.NewReader(string(body))).Lint()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
-	}
-}
 
 // TestServerWithoutRelay runs a whole Server whose relay never answers: it
 // must listen, answer 503 with Retry-After, report not ready, and shut down
@@ -105,7 +77,7 @@ func TestServerWithoutRelay(t *testing.T) {
 			t.Errorf("/readyz reason %q does not say why", b)
 		}
 	}
-	checkMetrics(t, "http://"+s.AdminAddr().String()+"/metrics",
+	metricstest.Check(t, "http://"+s.AdminAddr().String()+"/metrics",
 		`airlock_tunnel_sessions{relay="`+pc.LocalAddr().String()+`",transport="quic"} 0`,
 		`airlock_edge_rejections_total{reason="no_tunnel"} 1`,
 		`airlock_edge_requests_total{code="5xx",route="models",upstream="none"} 1`,

@@ -179,7 +179,7 @@ func TestNewHandlerKeyErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h, err := NewHandler(testConfig(tt.up), nil)
+			h, err := NewHandler(testConfig(tt.up), nil, nil)
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("got %v, want no error", err)
@@ -210,7 +210,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	} {
 		lg.Info("config", "upstream", c.Upstreams[0], "upstreams", c.Upstreams)
 	}
-	h, err := NewHandler(c, nil)
+	h, err := NewHandler(c, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func TestConfigClone(t *testing.T) {
 
 func TestAuthorize(t *testing.T) {
 	t.Setenv(envKeyVar, testKey)
-	h, err := NewHandler(validConfig(), nil)
+	h, err := NewHandler(validConfig(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

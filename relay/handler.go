@@ -13,8 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/airlock-proxy/airlock/internal/hopheader"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/airlock-proxy/airlock/internal/hopheader"
 	"github.com/airlock-proxy/airlock/proto"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
@@ -47,6 +48,7 @@ type Handler struct {
 	upstreams   map[string]*upstream
 	edges       map[string]*edgeEntry // by key fingerprint
 	headTimeout time.Duration
+	metrics     *relayMetrics
 }
 
 // edgeEntry is an authorized edge.
@@ -58,8 +60,9 @@ type edgeEntry struct {
 // NewHandler resolves every upstream's key (from the config, a file or the
 // environment; once, here) and builds one pooled HTTP/2-capable transport
 // per upstream. cfg is copied; defaults are filled in and the edges and
-// upstreams are validated. A nil logger discards.
-func NewHandler(cfg *Config, logger *slog.Logger) (*Handler, error) {
+// upstreams are validated. A nil logger discards. The exchange metrics are
+// registered with reg; nil keeps them unregistered.
+func NewHandler(cfg *Config, logger *slog.Logger, reg prometheus.Registerer) (*Handler, error) {
 	if cfg == nil {
 		return nil, errors.New("relay: no configuration")
 	}
@@ -71,7 +74,11 @@ func NewHandler(cfg *Config, logger *slog.Logger) (*Handler, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
 	h := &Handler{
+		metrics:     newRelayMetrics(reg),
 		logger:      logger,
 		fwdAddr:     c.ForwardClientAddress,
 		upstreams:   make(map[string]*upstream, len(c.Upstreams)),
@@ -151,6 +158,7 @@ func (h *Handler) ServeStream(ctx context.Context, peer *tunnel.Peer, s tunnel.S
 	})
 	ex.serve(ctx)
 	stop()
+	h.metrics.observe(ex)
 	ex.log(ctx)
 }
 
@@ -182,16 +190,18 @@ type exchange struct {
 	stopWatch func() bool
 
 	// For the log line.
-	start        time.Time
-	ttfb         time.Duration
-	upstreamTime time.Duration // the upstream's time to its response head
-	head         *proto.RequestHead
-	upstream     string
-	status       int    // sent to the edge; 499 when the edge went away first
-	result       string // "ok" or what went wrong
-	errDetail    string
-	bytesIn      atomic.Int64
-	bytesOut     atomic.Int64
+	start          time.Time
+	ttfb           time.Duration
+	upstreamTime   time.Duration // the upstream's time to its response head
+	called         bool          // the upstream call was made
+	upstreamStatus int           // its answer's status; 0 without one
+	head           *proto.RequestHead
+	upstream       string
+	status         int    // sent to the edge; 499 when the edge went away first
+	result         string // "ok" or what went wrong
+	errDetail      string
+	bytesIn        atomic.Int64
+	bytesOut       atomic.Int64
 }
 
 func (ex *exchange) serve(ctx context.Context) {
@@ -281,9 +291,13 @@ func (ex *exchange) serve(ctx context.Context) {
 		WroteHeaders: func() { ex.wroteHeaders.Store(true) },
 	}))
 	upStart := time.Now()
+	ex.called = true
 	resp, err := up.transport.RoundTrip(req)
 	ex.ttfb = time.Since(ex.start)
 	ex.upstreamTime = time.Since(upStart)
+	if err == nil {
+		ex.upstreamStatus = resp.StatusCode
+	}
 	if err != nil {
 		if ctx.Err() != nil && !ex.wroteHeaders.Load() && ex.s.Context().Err() == nil {
 			// The relay closes and the upstream never got the request:

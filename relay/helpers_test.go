@@ -64,7 +64,7 @@ func testConfig(ups ...UpstreamConfig) *Config {
 func newTestHandler(t *testing.T, cfg *Config) (*Handler, *testlog.Buffer) {
 	t.Helper()
 	logs := &testlog.Buffer{}
-	h, err := NewHandler(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	h, err := NewHandler(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
 	if err != nil {
 		t.Fatalf("NewHandler: %v", err)
 	}

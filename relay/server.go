@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/airlock-proxy/airlock/internal/buildinfo"
+	"github.com/airlock-proxy/airlock/internal/metrics"
 
 	"github.com/airlock-proxy/airlock/internal/admin"
 	"github.com/airlock-proxy/airlock/tunnel"
@@ -56,7 +57,8 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 			return nil, fmt.Errorf("key_file: %w", err)
 		}
 	}
-	h, err := NewHandler(c, logger)
+	reg := metrics.NewRegistry()
+	h, err := NewHandler(c, logger, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -73,9 +75,11 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 		h.closeIdle()
 		return nil, err
 	}
+	reg.MustRegister(newTunnelCollector(tun))
 	s := &Server{cfg: c, logger: logger, id: id, handler: h, tun: tun, serving: make(chan struct{})}
 	if c.AdminListen != AdminOff {
 		s.admin = admin.New(c.AdminListen, s.ready, logger)
+		s.admin.Handle("GET /metrics", metrics.Handler(reg))
 	}
 	return s, nil
 }

@@ -8,9 +8,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/airlock-proxy/airlock/internal/testlog"
 
+	"github.com/airlock-proxy/airlock/internal/metrics/metricstest"
 	"github.com/airlock-proxy/airlock/proto"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
@@ -93,6 +95,19 @@ func TestServerOverQUIC(t *testing.T) {
 		t.Errorf("got %d %q %v, want 200 \"hi from /v1/models\"", head.Status, body, err)
 	}
 	st.Close()
+	for deadline := time.Now().Add(defaultWait); s.tun.Stats().Streams > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the exchange did not end")
+		}
+	}
+	metricstest.Check(t, "http://"+s.AdminAddr().String()+"/metrics",
+		`airlock_relay_sessions{edge="office",transport="quic"} 1`,
+		`airlock_relay_upstream_requests_total{code="2xx",upstream="openai"} 1`,
+		`airlock_relay_exchanges_total{result="ok",upstream="openai"} 1`,
+		`airlock_relay_upstream_latency_seconds_count{upstream="openai"} 1`,
+		`airlock_relay_streams_accepted_total 1`,
+		`airlock_relay_handshake_failures_total{reason="unauthorized"} 0`,
+		"process_cpu_seconds_total")
 
 	if err := s.Shutdown(ctx); err != nil {
 		t.Errorf("Shutdown: %v", err)

@@ -1,0 +1,113 @@
+package relay
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/airlock-proxy/airlock/internal/metrics"
+	"github.com/airlock-proxy/airlock/tunnel"
+)
+
+// relayMetrics are the relay's exchange metrics.
+type relayMetrics struct {
+	upstream  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	exchanges *prometheus.CounterVec
+}
+
+func newRelayMetrics(reg prometheus.Registerer) *relayMetrics {
+	const sub = "relay"
+	m := &relayMetrics{
+		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metrics.Namespace, Subsystem: sub, Name: "upstream_requests_total",
+			Help: "Upstream calls, by upstream name and the status class of the answer (\"error\": no answer).",
+		}, []string{"upstream", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: metrics.Namespace, Subsystem: sub, Name: "upstream_latency_seconds",
+			Help:    "Time from an upstream call to its response head, by upstream name.",
+			Buckets: metrics.LatencyBuckets,
+		}, []string{"upstream"}),
+		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metrics.Namespace, Subsystem: sub, Name: "exchanges_total",
+			Help: "Exchanges served, by upstream name and how they ended (ok, upstream_error, edge_canceled, refused, ...).",
+		}, []string{"upstream", "result"}),
+	}
+	reg.MustRegister(m.upstream, m.latency, m.exchanges)
+	return m
+}
+
+// observe records one finished exchange.
+func (m *relayMetrics) observe(ex *exchange) {
+	up := ex.upstreamLabel()
+	m.exchanges.WithLabelValues(up, ex.result).Inc()
+	if !ex.called {
+		return
+	}
+	code := "error"
+	if ex.upstreamStatus != 0 {
+		code = metrics.StatusClass(ex.upstreamStatus)
+		m.latency.WithLabelValues(up).Observe(ex.upstreamTime.Seconds())
+	}
+	m.upstream.WithLabelValues(up, code).Inc()
+}
+
+// upstreamLabel is the upstream of the metrics: a configured name, "unknown"
+// for a name the edge sent that is not one, "none" before the head.
+func (ex *exchange) upstreamLabel() string {
+	if ex.upstream == "" {
+		return "none"
+	}
+	if _, ok := ex.h.upstreams[ex.upstream]; ok {
+		return ex.upstream
+	}
+	return "unknown"
+}
+
+// tunnelCollector exports the tunnel server's sessions and counters at
+// scrape time, so that no metric call sits on the tunnel's data path.
+type tunnelCollector struct {
+	srv *tunnel.Server
+
+	sessions, streams, accepted, refused, failures, tx, rx *prometheus.Desc
+}
+
+func newTunnelCollector(srv *tunnel.Server) *tunnelCollector {
+	desc := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName(metrics.Namespace, "relay", name), help, labels, nil)
+	}
+	return &tunnelCollector{
+		srv:      srv,
+		sessions: desc("sessions", "Tunnel sessions up, by edge name and transport (quic or tcp).", "edge", "transport"),
+		streams:  desc("streams_open", "Exchange streams being served."),
+		accepted: desc("streams_accepted_total", "Exchange streams accepted."),
+		refused:  desc("streams_refused_total", "Streams refused because their session was at its stream limit."),
+		failures: desc("handshake_failures_total", "Failed session attempts of edges, by reason.", "reason"),
+		tx:       desc("sent_bytes_total", "Stream payload bytes sent to edges."),
+		rx:       desc("received_bytes_total", "Stream payload bytes received from edges."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *tunnelCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.sessions, c.streams, c.accepted, c.refused, c.failures, c.tx, c.rx} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *tunnelCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.srv.Stats()
+	for k, n := range st.Sessions {
+		ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(n), k.Edge, k.Transport)
+	}
+	ch <- prometheus.MustNewConstMetric(c.streams, prometheus.GaugeValue, float64(st.Streams))
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(c.accepted, st.StreamsAccepted)
+	counter(c.refused, st.StreamsRefused)
+	counter(c.tx, st.BytesSent)
+	counter(c.rx, st.BytesReceived)
+	for r, n := range st.Failures {
+		counter(c.failures, n, r)
+	}
+}
