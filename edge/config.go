@@ -111,6 +111,9 @@ type Config struct {
 	Relays []RelayConfig `toml:"relay"`
 	// Tunnel tunes the tunnel's timers.
 	Tunnel tunnel.Config `toml:"tunnel"`
+	// Log sets the log level and format; the -log-level and -log-format
+	// flags win over it.
+	Log config.Log `toml:"log"`
 	// Identity is an in-memory tunnel key (dev mode, tests). When set it is
 	// used instead of KeyFile.
 	Identity *tunnel.Identity `toml:"-"`
@@ -292,3 +295,7 @@ func checkHostPort(addr string) error {
 	}
 	return nil
 }
+
+// LogSettings returns the [log] table, for the command that builds the
+// logger.
+func (c *Config) LogSettings() config.Log { return c.Log }

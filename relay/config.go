@@ -119,6 +119,9 @@ type Config struct {
 	Edges []EdgeConfig `toml:"edge"`
 	// Upstreams are the APIs the relay calls. At least one.
 	Upstreams []UpstreamConfig `toml:"upstream"`
+	// Log sets the log level and format; the -log-level and -log-format
+	// flags win over it.
+	Log config.Log `toml:"log"`
 	// Identity is an in-memory tunnel key (dev mode, tests); when set it
 	// is used instead of KeyFile.
 	Identity *tunnel.Identity `toml:"-"`
@@ -380,3 +383,7 @@ var (
 	_ slog.LogValuer = UpstreamConfig{}
 	_ json.Marshaler = UpstreamConfig{}
 )
+
+// LogSettings returns the [log] table, for the command that builds the
+// logger.
+func (c *Config) LogSettings() config.Log { return c.Log }

@@ -23,6 +23,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/airlock-proxy/airlock/internal/config"
 	"github.com/airlock-proxy/airlock/internal/logbuf"
 
 	"github.com/airlock-proxy/airlock/internal/buildinfo"
@@ -135,11 +136,27 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 type logFlags struct {
 	level  string
 	format string
+	// levelFrom and formatFrom name where the values came from, for errors.
+	levelFrom, formatFrom string
 }
 
 func (l *logFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&l.level, "log-level", "info", "log level: debug, info, warn or error")
-	fs.StringVar(&l.format, "log-format", "text", "log format: text or json")
+	fs.StringVar(&l.level, "log-level", "info", "log level: debug, info, warn or error (default: the config's log.level, else info)")
+	fs.StringVar(&l.format, "log-format", "text", "log format: text or json (default: the config's log.format, else text)")
+	l.levelFrom, l.formatFrom = "-log-level", "-log-format"
+}
+
+// fromConfig takes the config file's [log] values for the flags that were
+// not given on the command line.
+func (l *logFlags) fromConfig(fs *flag.FlagSet, c config.Log) {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if c.Level != "" && !set["log-level"] {
+		l.level, l.levelFrom = c.Level, "log.level"
+	}
+	if c.Format != "" && !set["log-format"] {
+		l.format, l.formatFrom = c.Format, "log.format"
+	}
 }
 
 // logger builds the process logger, writing to w through a logbuf.Writer
@@ -148,7 +165,7 @@ func (l *logFlags) register(fs *flag.FlagSet) {
 func (l *logFlags) logger(w io.Writer) (*slog.Logger, func(), error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(l.level)); err != nil {
-		return nil, nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", l.level)
+		return nil, nil, fmt.Errorf("%s %q: want debug, info, warn or error", l.levelFrom, l.level)
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	var newHandler func(io.Writer, *slog.HandlerOptions) slog.Handler
@@ -158,7 +175,7 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, func(), error) {
 	case "json":
 		newHandler = func(w io.Writer, o *slog.HandlerOptions) slog.Handler { return slog.NewJSONHandler(w, o) }
 	default:
-		return nil, nil, fmt.Errorf("-log-format %q: want text or json", l.format)
+		return nil, nil, fmt.Errorf("%s %q: want text or json", l.formatFrom, l.format)
 	}
 	buf := logbuf.New(w, 0)
 	return slog.New(newHandler(buf, opts)), func() { buf.Close() }, nil

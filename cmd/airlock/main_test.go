@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -162,5 +164,48 @@ func TestKeygen(t *testing.T) {
 	code, out, _ = runCLI("keygen", "-client")
 	if code != exitOK || !strings.Contains(out, "client key: sk-airlock-") || !strings.Contains(out, `key_hash = "sha256:`) {
 		t.Errorf("keygen -client: got %d %q", code, out)
+	}
+}
+
+// TestLogSettings: the config's [log] table applies unless a flag says
+// otherwise, and a bad value names where it came from.
+func TestLogSettings(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		args       []string
+		cfg        config.Log
+		wantLevel  string
+		wantFormat string
+		wantErr    string
+	}{
+		{"defaults", nil, config.Log{}, "info", "text", ""},
+		{"from the config", nil, config.Log{Level: "debug", Format: "json"}, "debug", "json", ""},
+		{"flags win", []string{"-log-level", "warn", "-log-format", "text"}, config.Log{Level: "debug", Format: "json"}, "warn", "text", ""},
+		{"bad config level", nil, config.Log{Level: "loud"}, "", "", `log.level "loud"`},
+		{"bad flag format", []string{"-log-format", "xml"}, config.Log{}, "", "", `-log-format "xml"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("test", flag.ContinueOnError)
+			var lf logFlags
+			lf.register(fs)
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			lf.fromConfig(fs, tt.cfg)
+			_, flush, err := lf.logger(io.Discard)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Errorf("logger: %v, want an error containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			flush()
+			if lf.level != tt.wantLevel || lf.format != tt.wantFormat {
+				t.Errorf("level %q format %q, want %q %q", lf.level, lf.format, tt.wantLevel, tt.wantFormat)
+			}
+		})
 	}
 }

@@ -85,6 +85,9 @@ func loadRole(name string, args []string, stderr io.Writer, cfg any) (*slog.Logg
 	if err := config.Load(*path, cfg); err != nil {
 		return nil, nil, "", err
 	}
+	if c, ok := cfg.(interface{ LogSettings() config.Log }); ok {
+		lf.fromConfig(fs, c.LogSettings())
+	}
 	logger, flushLog, err := lf.logger(stderr)
 	if err != nil {
 		return nil, nil, "", err

@@ -1,6 +1,6 @@
 // Package config holds what the edge and relay configurations share: strict
 // TOML loading, in which an unknown key is an error naming the key and its
-// line, and a Duration type written as "3s" or "1m30s".
+// line, a Duration type written as "3s" or "1m30s", and the [log] table.
 //
 // Each role's configuration struct lives with its owner (edge.Config,
 // relay.Config); this package only decodes.
@@ -16,6 +16,15 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 )
+
+// Log is the `[log]` table of both roles' configurations. Command-line flags
+// (-log-level, -log-format) win over it.
+type Log struct {
+	// Level is debug, info, warn or error. Default: "info".
+	Level string `toml:"level"`
+	// Format is text or json. Default: "text".
+	Format string `toml:"format"`
+}
 
 // Duration is a time.Duration written in TOML as a Go duration string such as
 // "500ms", "3s" or "1h".
