@@ -66,6 +66,7 @@ type exchange struct {
 	// rejection is why the edge answered by itself, for the metrics; ""
 	// when the request went to a relay.
 	rejection string
+	endReason string // how the exchange ended: see the end* constants
 	err       error
 }
 
@@ -475,7 +476,9 @@ func (ex *exchange) failBeforeHead(err error) {
 	ex.stopWatch()
 	ex.stopBody()
 	ex.err = err
+	ex.endReason = endUpstreamError
 	if gone {
+		ex.endReason = endClientCancel
 		ex.err = context.Cause(ex.r.Context())
 		ex.status = statusClientClosed
 		return
@@ -615,6 +618,10 @@ func (ex *exchange) copyResponse() {
 // client mistakes a cut stream for a complete one (Go issue 23643).
 func (ex *exchange) abortAfterHead(code proto.ResetCode, err error) {
 	ex.err = err
+	ex.endReason = endUpstreamError
+	if ex.r.Context().Err() != nil {
+		ex.endReason = endClientCancel
+	}
 	ex.s.Abort(code)
 	ex.stopWatch()
 	ex.stopBody()
@@ -627,6 +634,10 @@ func (ex *exchange) finish() {
 		ex.w.Header()[http.TrailerPrefix+k] = vv
 	}
 	clientStayed := ex.stopWatch()
+	ex.endReason = endComplete
+	if !clientStayed {
+		ex.endReason = endClientCancel
+	}
 	if ex.body != nil && !ex.body.ended() {
 		// The relay answered before it took the whole body (an early
 		// error); the rest of the body has nowhere to go.
@@ -674,9 +685,26 @@ func (ex *exchange) setEdgeHeaders(h http.Header) {
 	}
 }
 
+// How an exchange ended, for the access log and the usage metrics.
+const (
+	endComplete      = "complete"       // the whole response reached the client
+	endClientCancel  = "client_cancel"  // the client went away first
+	endUpstreamError = "upstream_error" // the relay, tunnel or upstream failed
+	endRejected      = "rejected"       // the edge answered by itself
+)
+
 // end records the finished exchange in the metrics and the access log.
 func (ex *exchange) end() {
 	ex.duration = time.Since(ex.start)
+	switch {
+	case ex.rejection != "":
+		ex.endReason = endRejected
+	case ex.endReason != "":
+	case ex.status == statusClientClosed:
+		ex.endReason = endClientCancel
+	default:
+		ex.endReason = endComplete
+	}
 	if ex.body != nil && ex.body.ended() {
 		ex.bytesIn += ex.body.n
 	}
@@ -717,6 +745,7 @@ func (ex *exchange) logLine() {
 		slog.String("request_id", ex.id),
 		slog.String("client", client),
 		slog.String("method", ex.r.Method),
+		slog.String("route", routeOf(ex.r.URL.Path)),
 		slog.String("path", ex.r.URL.Path),
 		slog.String("upstream", upstream),
 		slog.Int("status", ex.status),
@@ -724,6 +753,7 @@ func (ex *exchange) logLine() {
 		slog.Int64("bytes_out", ex.bytesOut),
 		slog.Duration("duration", ex.duration),
 		slog.Duration("ttfb", ex.ttfb),
+		slog.String("end", ex.endReason),
 		slog.String("relay", relay),
 		slog.String("transport", transport),
 	}

@@ -1,14 +1,19 @@
 package edge
 
 import (
+	"bufio"
+	"context"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/airlock-proxy/airlock/proto"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
 
@@ -93,4 +98,57 @@ func mustGather(t *testing.T, e *testEdge) []*dto.MetricFamily {
 		t.Fatal(err)
 	}
 	return mfs
+}
+
+// TestAccessLogEndReason: every access line says how its exchange ended.
+func TestAccessLogEndReason(t *testing.T) {
+	cutRelay := func(t *testing.T, r *fakeRelay) {
+		r.head(t)
+		sendSSEHead(t, r)
+		r.w.Write([]byte("data: 1\n\n"))
+		r.w.Reset(proto.CodeUpstreamError, "upstream cut")
+	}
+	holdRelay := func(t *testing.T, r *fakeRelay) {
+		r.head(t)
+		sendSSEHead(t, r)
+		r.w.Write([]byte("data: 1\n\n"))
+		<-r.s.Context().Done() // until the edge aborts
+	}
+	for _, tt := range []struct {
+		name  string
+		relay relayFunc
+		key   string
+		want  string
+	}{
+		{"complete", okRelay, aliceKey, endComplete},
+		{"rejected", okRelay, "wrong", endRejected},
+		{"upstream cut", cutRelay, aliceKey, endUpstreamError},
+		{"client gone", holdRelay, aliceKey, endClientCancel},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEdge(t, nil, tt.relay)
+			ctx, cancel := context.WithCancel(t.Context())
+			req := newRequest(t, ctx, "GET", e.URL+"/v1/chat/completions", nil)
+			req.Header.Set("Authorization", "Bearer "+tt.key)
+			resp, err := e.srv.Client().Do(req)
+			if err == nil {
+				bufio.NewReader(resp.Body).ReadString('\n') // the first event, if any
+				cancel()
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			cancel()
+			var got string
+			for deadline := time.Now().Add(testTimeout); got == "" && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				for _, l := range e.logs.Lines(t) {
+					if l["msg"] == "request" {
+						got, _ = l["end"].(string)
+					}
+				}
+			}
+			if got != tt.want {
+				t.Errorf("access log end = %q, want %q", got, tt.want)
+			}
+		})
+	}
 }
