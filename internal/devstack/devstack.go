@@ -44,6 +44,10 @@ type Options struct {
 	// ProxyURL is the edge's proxy_url (an HTTP CONNECT proxy for the TCP
 	// transport).
 	ProxyURL string
+	// Admin, when set, starts the edge's and the relays' admin listeners
+	// (/healthz, /readyz, /metrics) on loopback ports; see
+	// Stack.EdgeAdminURL and RelayAdminURLs.
+	Admin bool
 	// Relays is how many relays to run (default 1), each with its own key,
 	// all calling the same upstream; the edge keeps sessions to all.
 	Relays int
@@ -59,6 +63,10 @@ type Options struct {
 type Stack struct {
 	// EdgeURL is the base URL clients use, "http://127.0.0.1:PORT/v1".
 	EdgeURL string
+	// EdgeAdminURL and RelayAdminURLs are the admin listeners' base URLs,
+	// "http://127.0.0.1:PORT", with Options.Admin; empty otherwise.
+	EdgeAdminURL   string
+	RelayAdminURLs []string
 	// ClientKey is the one client key the edge accepts.
 	ClientKey string
 	// UpstreamURL is the base URL the relay calls.
@@ -127,6 +135,10 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	st.ClientKey = clientKey
 
 	st.relayLog = logger.With("role", "relay")
+	admin := "off"
+	if opts.Admin {
+		admin = "127.0.0.1:0"
+	}
 	var routes []edge.RelayConfig
 	for i := range max(opts.Relays, 1) {
 		relayID, err := tunnel.GenerateIdentity()
@@ -136,7 +148,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		rcfg := &relay.Config{
 			Name:        fmt.Sprintf("dev-relay-%d", i+1),
 			Listen:      "127.0.0.1:0",
-			AdminListen: "off",
+			AdminListen: admin,
 			Identity:    relayID,
 			Edges:       []relay.EdgeConfig{{Name: "dev-edge", Key: edgeID.Fingerprint()}},
 			Upstreams: []relay.UpstreamConfig{{
@@ -157,6 +169,9 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 			return nil, err
 		}
 		routes = append(routes, relayRoute(r, relayID, opts.Route))
+		if opts.Admin {
+			st.RelayAdminURLs = append(st.RelayAdminURLs, "http://"+r.AdminAddr().String())
+		}
 	}
 	st.Relay = st.Relays[0]
 
@@ -167,7 +182,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	ecfg := &edge.Config{
 		Name:        "dev-edge",
 		Listen:      listen,
-		AdminListen: "off",
+		AdminListen: admin,
 		Identity:    edgeID,
 		Clients:     []edge.ClientConfig{{Name: "dev", KeyHash: clientHash}},
 		Relays:      routes,
@@ -186,6 +201,9 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	st.EdgeURL = "http://" + st.Edge.Addr().String() + "/v1"
+	if opts.Admin {
+		st.EdgeAdminURL = "http://" + st.Edge.AdminAddr().String()
+	}
 
 	if err := st.Edge.WaitReady(ctx); err != nil {
 		return nil, err
