@@ -70,7 +70,7 @@ type UpstreamConfig struct {
 	// Default: "bearer".
 	Auth string `toml:"auth"`
 	// Key is the API key itself. Exactly one of Key, KeyFile and KeyEnv is
-	// set, unless Auth is "none" (then none of them).
+	// set, or Keys, unless Auth is "none" (then none of them).
 	Key string `toml:"key"`
 	// KeyFile names a file holding only the key (surrounding white space is
 	// ignored). Relative to the config file.
@@ -78,6 +78,11 @@ type UpstreamConfig struct {
 	// KeyEnv names an environment variable holding the key. It must be set
 	// and non-empty when the relay starts.
 	KeyEnv string `toml:"key_env"`
+	// Keys are several keys, used in turn (`[[upstream.keys]]`), instead of
+	// Key, KeyFile or KeyEnv. A key the upstream answers with 429 rests for
+	// the Retry-After time (30s without one), one it answers with 401 or
+	// 403 for 5 minutes; requests go to the others meanwhile.
+	Keys []KeyConfig `toml:"keys"`
 	// Headers are extra request headers sent to this upstream, replacing
 	// any the client sent under the same name. Default: none.
 	Headers map[string]string `toml:"headers"`
@@ -86,6 +91,32 @@ type UpstreamConfig struct {
 	// stream for many minutes). Default: 10m. Zero means the default;
 	// negative is an error.
 	ResponseHeaderTimeout config.Duration `toml:"response_header_timeout"`
+}
+
+// KeyConfig is one of an upstream's keys, a `[[upstream.keys]]` table.
+type KeyConfig struct {
+	// Name names the key in logs and metrics (never the key itself).
+	// Required, unique within the upstream.
+	Name string `toml:"name"`
+	// Key, KeyFile and KeyEnv are as for the upstream: exactly one is set.
+	Key     string `toml:"key"`
+	KeyFile string `toml:"key_file"`
+	KeyEnv  string `toml:"key_env"`
+}
+
+// defaultKeyName names the key of an upstream with a single key.
+const defaultKeyName = "default"
+
+// keySources returns the upstream's keys: Keys, or its single key named
+// "default"; none with auth "none".
+func (u *UpstreamConfig) keySources() []KeyConfig {
+	if len(u.Keys) > 0 {
+		return u.Keys
+	}
+	if u.Key == "" && u.KeyFile == "" && u.KeyEnv == "" {
+		return nil
+	}
+	return []KeyConfig{{Name: defaultKeyName, Key: u.Key, KeyFile: u.KeyFile, KeyEnv: u.KeyEnv}}
 }
 
 // Config is the relay's configuration file.
@@ -166,6 +197,7 @@ func (c *Config) Clone() *Config {
 	n.Upstreams = slices.Clone(c.Upstreams)
 	for i := range n.Upstreams {
 		n.Upstreams[i].Headers = maps.Clone(n.Upstreams[i].Headers)
+		n.Upstreams[i].Keys = slices.Clone(n.Upstreams[i].Keys)
 	}
 	return &n
 }
@@ -259,26 +291,27 @@ func (u *UpstreamConfig) validate() error {
 	if _, err := parseBaseURL(u.BaseURL); err != nil {
 		return fmt.Errorf("upstream %q: base_url %q: %w", u.Name, redactURL(u.BaseURL), err)
 	}
-	set := 0
-	for _, s := range []string{u.Key, u.KeyFile, u.KeyEnv} {
-		if s != "" {
-			set++
-		}
-	}
+	single := u.Key != "" || u.KeyFile != "" || u.KeyEnv != ""
 	switch u.Auth {
 	case AuthBearer, AuthAPIKey:
-		if set != 1 {
-			return fmt.Errorf("upstream %q: key: set exactly one of key, key_file and key_env (auth = %q)", u.Name, u.Auth)
+		if single && len(u.Keys) > 0 {
+			return fmt.Errorf("upstream %q: key: set key, key_file or key_env, or [[upstream.keys]], not both", u.Name)
+		}
+		if !single && len(u.Keys) == 0 {
+			return fmt.Errorf("upstream %q: key: set one of key, key_file and key_env, or [[upstream.keys]] (auth = %q)", u.Name, u.Auth)
 		}
 	case AuthNone:
-		if set != 0 {
+		if single || len(u.Keys) > 0 {
 			return fmt.Errorf("upstream %q: key: must not be set with auth = \"none\"", u.Name)
 		}
 	default:
 		return fmt.Errorf("upstream %q: auth %q: want \"bearer\", \"api-key\" or \"none\"", u.Name, u.Auth)
 	}
-	if u.KeyEnv != "" && strings.TrimSpace(os.Getenv(u.KeyEnv)) == "" {
-		return fmt.Errorf("upstream %q: key_env: environment variable %s is unset or empty", u.Name, u.KeyEnv)
+	names := map[string]bool{}
+	for _, k := range u.keySources() {
+		if err := k.validate(u.Name, names); err != nil {
+			return err
+		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(u.Headers)) {
 		if !httpguts.ValidHeaderFieldName(name) {
@@ -295,6 +328,41 @@ func (u *UpstreamConfig) validate() error {
 		return fmt.Errorf("upstream %q: response_header_timeout %q: must be positive", u.Name, u.ResponseHeaderTimeout.Duration)
 	}
 	return nil
+}
+
+// validate checks one key of upstream up; names holds the names seen so far.
+// Errors never contain the key.
+func (k *KeyConfig) validate(up string, names map[string]bool) error {
+	what := keyWhat(up, k.Name)
+	if !proto.Printable(k.Name) || k.Name == "" {
+		return fmt.Errorf("upstream %q: keys: name %q: want printable ASCII without spaces", up, k.Name)
+	}
+	if names[k.Name] {
+		return fmt.Errorf("upstream %q: keys: name %q: used twice", up, k.Name)
+	}
+	names[k.Name] = true
+	set := 0
+	for _, s := range []string{k.Key, k.KeyFile, k.KeyEnv} {
+		if s != "" {
+			set++
+		}
+	}
+	if set != 1 {
+		return fmt.Errorf("%s: set exactly one of key, key_file and key_env", what)
+	}
+	if k.KeyEnv != "" && strings.TrimSpace(os.Getenv(k.KeyEnv)) == "" {
+		return fmt.Errorf("%s: key_env: environment variable %s is unset or empty", strings.TrimSuffix(what, ": key"), k.KeyEnv)
+	}
+	return nil
+}
+
+// keyWhat names a key in errors: `upstream "u": key` for an upstream's
+// single key, `upstream "u": key "name"` for one of its keys.
+func keyWhat(up, name string) string {
+	if name == defaultKeyName {
+		return fmt.Sprintf("upstream %q: key", up)
+	}
+	return fmt.Sprintf("upstream %q: key %q", up, name)
 }
 
 // parseBaseURL parses and checks an upstream base URL.
@@ -341,7 +409,53 @@ func (u UpstreamConfig) redactedCopy() upstreamConfigNoMethods {
 	if u.Key != "" {
 		u.Key = redacted
 	}
+	if u.Keys != nil {
+		keys := make([]KeyConfig, len(u.Keys))
+		for i, k := range u.Keys {
+			keys[i] = KeyConfig(k.redactedCopy())
+		}
+		u.Keys = keys
+	}
 	return upstreamConfigNoMethods(u)
+}
+
+// redactedCopy returns k with its key replaced by a marker.
+func (k KeyConfig) redactedCopy() keyConfigNoMethods {
+	if k.Key != "" {
+		k.Key = redacted
+	}
+	return keyConfigNoMethods(k)
+}
+
+// keyConfigNoMethods has KeyConfig's fields without its methods.
+type keyConfigNoMethods KeyConfig
+
+// String formats the key's settings with the key redacted.
+func (k KeyConfig) String() string { return fmt.Sprintf("%+v", k.redactedCopy()) }
+
+// GoString formats the key's settings with the key redacted, for %#v.
+func (k KeyConfig) GoString() string { return fmt.Sprintf("%#v", k.redactedCopy()) }
+
+// MarshalJSON encodes the key's settings with the key redacted.
+func (k KeyConfig) MarshalJSON() ([]byte, error) { return json.Marshal(k.redactedCopy()) }
+
+// LogValue logs the key's name and source, never the key.
+func (k KeyConfig) LogValue() slog.Value {
+	attrs := []slog.Attr{slog.String("name", k.Name)}
+	return slog.GroupValue(append(attrs, keySourceAttr(k.Key, k.KeyFile, k.KeyEnv)...)...)
+}
+
+// keySourceAttr describes where a key comes from, redacting an inline key.
+func keySourceAttr(key, file, env string) []slog.Attr {
+	switch {
+	case key != "":
+		return []slog.Attr{slog.String("key", redacted)}
+	case file != "":
+		return []slog.Attr{slog.String("key_file", file)}
+	case env != "":
+		return []slog.Attr{slog.String("key_env", env)}
+	}
+	return nil
 }
 
 // upstreamConfigNoMethods has UpstreamConfig's fields without its methods,
@@ -365,13 +479,9 @@ func (u UpstreamConfig) LogValue() slog.Value {
 		slog.String("base_url", redactURL(u.BaseURL)),
 		slog.String("auth", u.Auth),
 	}
-	switch {
-	case u.Key != "":
-		attrs = append(attrs, slog.String("key", redacted))
-	case u.KeyFile != "":
-		attrs = append(attrs, slog.String("key_file", u.KeyFile))
-	case u.KeyEnv != "":
-		attrs = append(attrs, slog.String("key_env", u.KeyEnv))
+	attrs = append(attrs, keySourceAttr(u.Key, u.KeyFile, u.KeyEnv)...)
+	for i, k := range u.Keys {
+		attrs = append(attrs, slog.Any(fmt.Sprintf("keys.%d", i), k))
 	}
 	return slog.GroupValue(attrs...)
 }
@@ -382,6 +492,10 @@ var (
 	_ fmt.GoStringer = UpstreamConfig{}
 	_ slog.LogValuer = UpstreamConfig{}
 	_ json.Marshaler = UpstreamConfig{}
+	_ fmt.Stringer   = KeyConfig{}
+	_ fmt.GoStringer = KeyConfig{}
+	_ slog.LogValuer = KeyConfig{}
+	_ json.Marshaler = KeyConfig{}
 )
 
 // LogSettings returns the [log] table, for the command that builds the

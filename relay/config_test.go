@@ -100,7 +100,21 @@ func TestConfigValidate(t *testing.T) {
 		{"unnamed upstream", func(c *Config) { c.Upstreams[1].Name = "" }, "upstream: name: must not be empty"},
 		{"bad auth", func(c *Config) { c.Upstreams[0].Auth = "basic" }, `upstream "openai": auth "basic"`},
 		{"two key sources", func(c *Config) { c.Upstreams[0].KeyFile = "k" }, `upstream "openai": key: set exactly one of key, key_file and key_env`},
-		{"no key", func(c *Config) { c.Upstreams[0].Key = "" }, `upstream "openai": key: set exactly one`},
+		{"no key", func(c *Config) { c.Upstreams[0].Key = "" }, `upstream "openai": key: set one of key, key_file and key_env, or [[upstream.keys]]`},
+		{"key and keys", func(c *Config) { c.Upstreams[0].Keys = []KeyConfig{{Name: "a", Key: "k"}} }, `upstream "openai": key: set key, key_file or key_env, or [[upstream.keys]], not both`},
+		{"keys", func(c *Config) {
+			c.Upstreams[0].Key = ""
+			c.Upstreams[0].Keys = []KeyConfig{{Name: "a", Key: "k1"}, {Name: "b", Key: "k2"}}
+		}, ""},
+		{"unnamed key", func(c *Config) { c.Upstreams[0].Key = ""; c.Upstreams[0].Keys = []KeyConfig{{Key: "k1"}} }, `upstream "openai": keys: name "": want printable ASCII`},
+		{"key named twice", func(c *Config) {
+			c.Upstreams[0].Key = ""
+			c.Upstreams[0].Keys = []KeyConfig{{Name: "a", Key: "k1"}, {Name: "a", Key: "k2"}}
+		}, `upstream "openai": keys: name "a": used twice`},
+		{"key with two sources", func(c *Config) {
+			c.Upstreams[0].Key = ""
+			c.Upstreams[0].Keys = []KeyConfig{{Name: "a", Key: "k1", KeyEnv: "X"}}
+		}, `upstream "openai": key "a": set exactly one of key, key_file and key_env`},
 		{"key with auth none", func(c *Config) { c.Upstreams[2].Key = "x" }, `upstream "local": key: must not be set with auth = "none"`},
 		{"unset key_env", func(c *Config) { c.Upstreams[1].KeyEnv = "AIRLOCK_RELAY_UNSET_VAR" },
 			`upstream "azure": key_env: environment variable AIRLOCK_RELAY_UNSET_VAR is unset or empty`},
@@ -184,7 +198,7 @@ func TestNewHandlerKeyErrors(t *testing.T) {
 				if err != nil {
 					t.Fatalf("got %v, want no error", err)
 				}
-				if got := h.upstreams["u"].key.reveal(); got != testKey {
+				if got := h.upstreams["u"].keys[0].secret.reveal(); got != testKey {
 					t.Errorf("key = %d bytes, want the trimmed key", len(got))
 				}
 				return
@@ -220,8 +234,8 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		fmt.Sprint(c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c),
 		fmt.Sprint(*c), fmt.Sprintf("%+v", *c), fmt.Sprintf("%#v", *c),
 		fmt.Sprint(c.Upstreams[0]), fmt.Sprintf("%#v", c.Upstreams[0]),
-		fmt.Sprint(up), fmt.Sprintf("%+v", *up), fmt.Sprintf("%#v", *up),
-		fmt.Sprint(up.key), fmt.Sprintf("%#v", up.key),
+		fmt.Sprint(up), fmt.Sprintf("%+v", up), fmt.Sprintf("%#v", up),
+		fmt.Sprint(up.keys[0]), fmt.Sprintf("%#v", up.keys[0]), fmt.Sprintf("%+v", up.keys[0]),
 		logs.String(),
 	}
 	for i, s := range outputs {

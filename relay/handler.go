@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -93,6 +94,7 @@ func NewHandler(cfg *Config, logger *slog.Logger, reg prometheus.Registerer) (*H
 			return nil, err
 		}
 		h.upstreams[up.name] = up
+		h.metrics.addKeys(up)
 		all = append(all, up.name)
 	}
 	for _, e := range c.Edges {
@@ -195,6 +197,7 @@ type exchange struct {
 	upstreamTime   time.Duration // the upstream's time to its response head
 	called         bool          // the upstream call was made
 	upstreamStatus int           // its answer's status; 0 without one
+	key            *apiKey       // the key the call was made with; nil without one
 	head           *proto.RequestHead
 	upstream       string
 	status         int    // sent to the edge; 499 when the edge went away first
@@ -281,7 +284,8 @@ func (ex *exchange) serve(ctx context.Context) {
 	if body != http.NoBody {
 		req.ContentLength = head.ContentLength
 	}
-	req.Header = requestHeader(head.Header, up, ex.h.fwdAddr, upgrade)
+	ex.key = up.pickKey(time.Now())
+	req.Header = requestHeader(head.Header, up, ex.key, ex.h.fwdAddr, upgrade)
 	req.Close = false
 
 	// The transport itself, not an http.Client: a proxy passes redirects
@@ -297,6 +301,7 @@ func (ex *exchange) serve(ctx context.Context) {
 	ex.upstreamTime = time.Since(upStart)
 	if err == nil {
 		ex.upstreamStatus = resp.StatusCode
+		ex.judgeKey(up, resp)
 	}
 	if err != nil {
 		if ctx.Err() != nil && !ex.wroteHeaders.Load() && ex.s.Context().Err() == nil {
@@ -353,6 +358,24 @@ func (ex *exchange) readHead() (*proto.RequestHead, bool) {
 		ex.s.Abort(proto.CodeCancel)
 	}
 	return nil, false
+}
+
+// judgeKey lets the key of the exchange rest when the upstream's answer
+// refused it (401, 403, 429), and counts it in the metrics.
+func (ex *exchange) judgeKey(up *upstream, resp *http.Response) {
+	if ex.key == nil {
+		return
+	}
+	d := keyRest(resp.StatusCode, resp.Header.Get("Retry-After"))
+	if d == 0 {
+		return
+	}
+	ex.h.metrics.keyErrors.WithLabelValues(up.name, ex.key.name, strconv.Itoa(resp.StatusCode)).Inc()
+	if ex.key.rest(time.Now(), d) {
+		ex.h.metrics.keyCooldowns.WithLabelValues(up.name, ex.key.name).Inc()
+		ex.h.logger.Warn("relay: upstream key resting", "upstream", up.name, "key", ex.key.name,
+			"status", resp.StatusCode, "rest", d, "keys", len(up.keys))
+	}
 }
 
 // refuse tells the edge, in-band, that the request never reached the

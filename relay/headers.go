@@ -26,9 +26,9 @@ var clientAddressHeaders = []string{"X-Forwarded-For", "Forwarded", "X-Real-Ip"}
 // hop-by-hop headers, client credentials, client addresses (unless fwdAddr),
 // Airlock-* headers, Host, Content-Length and Expect removed; Te: trailers, the upgrade headers and the
 // client's User-Agent kept; Accept-Encoding kept or set to identity; the
-// upstream's extra headers and credentials set. upgrade is the checked
+// upstream's extra headers and key (nil: none) set. upgrade is the checked
 // upgrade type of the request, "" for none.
-func requestHeader(in http.Header, up *upstream, fwdAddr bool, upgrade string) http.Header {
+func requestHeader(in http.Header, up *upstream, key *apiKey, fwdAddr bool, upgrade string) http.Header {
 	// Te: trailers is read from the inbound head before stripping
 	// (golang.org/issue/21096).
 	teTrailers := httpguts.HeaderValuesContainsToken(in["Te"], "trailers")
@@ -78,11 +78,13 @@ func requestHeader(in http.Header, up *upstream, fwdAddr bool, upgrade string) h
 	for name, v := range up.headers {
 		h[name] = append([]string(nil), v...)
 	}
-	switch up.auth {
-	case AuthBearer:
-		h.Set("Authorization", "Bearer "+up.key.reveal())
-	case AuthAPIKey:
-		h.Set("Api-Key", up.key.reveal())
+	if key != nil {
+		switch up.auth {
+		case AuthBearer:
+			h.Set("Authorization", "Bearer "+key.secret.reveal())
+		case AuthAPIKey:
+			h.Set("Api-Key", key.secret.reveal())
+		}
 	}
 	return h
 }

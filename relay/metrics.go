@@ -9,9 +9,11 @@ import (
 
 // relayMetrics are the relay's exchange metrics.
 type relayMetrics struct {
-	upstream  *prometheus.CounterVec
-	latency   *prometheus.HistogramVec
-	exchanges *prometheus.CounterVec
+	upstream     *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	exchanges    *prometheus.CounterVec
+	keyErrors    *prometheus.CounterVec
+	keyCooldowns *prometheus.CounterVec
 }
 
 func newRelayMetrics(reg prometheus.Registerer) *relayMetrics {
@@ -31,8 +33,26 @@ func newRelayMetrics(reg prometheus.Registerer) *relayMetrics {
 			Help: "Exchanges served, by upstream name and how they ended (ok, upstream_error, edge_canceled, refused, ...).",
 		}, []string{"upstream", "result"}),
 	}
-	reg.MustRegister(m.upstream, m.latency, m.exchanges)
+	m.keyErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metrics.Namespace, Subsystem: sub, Name: "upstream_key_errors_total",
+		Help: "Upstream answers that refused a key (401, 403, 429), by upstream, key name and status.",
+	}, []string{"upstream", "key", "code"})
+	m.keyCooldowns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metrics.Namespace, Subsystem: sub, Name: "upstream_key_cooldowns_total",
+		Help: "Times a key started to rest after such an answer, by upstream and key name.",
+	}, []string{"upstream", "key"})
+	reg.MustRegister(m.upstream, m.latency, m.exchanges, m.keyErrors, m.keyCooldowns)
 	return m
+}
+
+// addKeys makes the key series of up show from the start, at 0.
+func (m *relayMetrics) addKeys(up *upstream) {
+	for _, k := range up.keys {
+		m.keyCooldowns.WithLabelValues(up.name, k.name)
+		for _, code := range []string{"401", "403", "429"} {
+			m.keyErrors.WithLabelValues(up.name, k.name, code)
+		}
+	}
 }
 
 // observe records one finished exchange.

@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -30,15 +32,88 @@ const (
 	h2PingTimeout = 15 * time.Second
 )
 
-// upstream is one configured API with its resolved key and its own pooled
+// upstream is one configured API with its resolved keys and its own pooled
 // transport.
 type upstream struct {
 	name      string
 	base      *url.URL
 	auth      string
-	key       secret
+	keys      []*apiKey // none with auth "none"
+	next      atomic.Uint64
 	headers   http.Header
 	transport *http.Transport
+}
+
+// How long a key rests after the upstream refused it: a rate limit without
+// a Retry-After, the longest Retry-After honoured, and a key the upstream
+// does not accept (401, 403: revoked, or out of quota).
+const (
+	keyRateLimitRest = 30 * time.Second
+	keyMaxRest       = 10 * time.Minute
+	keyAuthRest      = 5 * time.Minute
+)
+
+// apiKey is one key of an upstream.
+type apiKey struct {
+	name   string
+	secret secret
+	// restUntil is when the key may be used again, in Unix nanoseconds;
+	// 0 while it is not resting.
+	restUntil atomic.Int64
+}
+
+// pickKey returns the upstream's next key in turn that is not resting or,
+// when every key rests, the one whose rest ends first (a request is better
+// tried than refused). nil when the upstream takes no key.
+func (u *upstream) pickKey(now time.Time) *apiKey {
+	n := uint64(len(u.keys))
+	if n == 0 {
+		return nil
+	}
+	start := u.next.Add(1) - 1
+	var soonest *apiKey
+	for i := range n {
+		k := u.keys[(start+i)%n]
+		until := k.restUntil.Load()
+		if until <= now.UnixNano() {
+			return k
+		}
+		if soonest == nil || until < soonest.restUntil.Load() {
+			soonest = k
+		}
+	}
+	return soonest
+}
+
+// keyRest returns how long a key should rest after the upstream answered a
+// request made with it with status (and the value of its Retry-After
+// header), or 0 when the answer says nothing against the key.
+func keyRest(status int, retryAfter string) time.Duration {
+	switch status {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return keyAuthRest
+	case http.StatusTooManyRequests:
+		if s, err := strconv.Atoi(strings.TrimSpace(retryAfter)); err == nil && s > 0 {
+			return min(time.Duration(s)*time.Second, keyMaxRest)
+		}
+		return keyRateLimitRest
+	}
+	return 0
+}
+
+// rest makes k rest for d from now; it reports false if k was already
+// resting at least that long.
+func (k *apiKey) rest(now time.Time, d time.Duration) bool {
+	until := now.Add(d).UnixNano()
+	for {
+		old := k.restUntil.Load()
+		if old >= until {
+			return false
+		}
+		if k.restUntil.CompareAndSwap(old, until) {
+			return old <= now.UnixNano()
+		}
+	}
 }
 
 // String names the upstream; it never shows the key.
@@ -54,17 +129,19 @@ func newUpstream(c *UpstreamConfig) (*upstream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream %q: base_url %q: %w", c.Name, redactURL(c.BaseURL), err)
 	}
-	key, err := resolveKey(c)
-	if err != nil {
-		return nil, err
-	}
 	u := &upstream{
 		name:      c.Name,
 		base:      base,
 		auth:      c.Auth,
-		key:       key,
 		headers:   make(http.Header, len(c.Headers)),
 		transport: newTransport(c.ResponseHeaderTimeout.Duration),
+	}
+	for _, kc := range c.keySources() {
+		s, err := resolveKey(c.Name, &kc)
+		if err != nil {
+			return nil, err
+		}
+		u.keys = append(u.keys, &apiKey{name: kc.Name, secret: s})
 	}
 	for name, v := range c.Headers {
 		u.headers.Set(name, v)
@@ -98,12 +175,12 @@ func newTransport(responseHeaderTimeout time.Duration) *http.Transport {
 	}
 }
 
-// resolveKey reads an upstream's key from its configured source. The key is
-// trimmed of surrounding white space and must be a valid header value.
-func resolveKey(c *UpstreamConfig) (secret, error) {
-	if c.Auth == AuthNone {
-		return secret{}, nil
-	}
+// resolveKey reads one key of upstream up from its configured source. The
+// key is trimmed of surrounding white space and must be a valid header
+// value. Errors name the upstream, the key's name and its source, never the
+// key.
+func resolveKey(up string, c *KeyConfig) (secret, error) {
+	what := strings.TrimSuffix(keyWhat(up, c.Name), ": key")
 	var v, source string
 	switch {
 	case c.Key != "":
@@ -113,21 +190,21 @@ func resolveKey(c *UpstreamConfig) (secret, error) {
 		b, err := os.ReadFile(c.KeyFile)
 		if err != nil {
 			// An *os.PathError names the file, never its contents.
-			return secret{}, fmt.Errorf("upstream %q: key_file: %w", c.Name, err)
+			return secret{}, fmt.Errorf("%s: key_file: %w", what, err)
 		}
 		v = string(b)
 	case c.KeyEnv != "":
 		source = "key_env " + c.KeyEnv
 		v = os.Getenv(c.KeyEnv)
 	default:
-		return secret{}, fmt.Errorf("upstream %q: key: set one of key, key_file and key_env", c.Name)
+		return secret{}, fmt.Errorf("%s: key: set one of key, key_file and key_env", what)
 	}
 	v = strings.TrimSpace(v)
 	if v == "" {
-		return secret{}, fmt.Errorf("upstream %q: %s: the key is empty", c.Name, source)
+		return secret{}, fmt.Errorf("%s: %s: the key is empty", what, source)
 	}
 	if !httpguts.ValidHeaderFieldValue(v) {
-		return secret{}, fmt.Errorf("upstream %q: %s: the key contains characters not allowed in a header", c.Name, source)
+		return secret{}, fmt.Errorf("%s: %s: the key contains characters not allowed in a header", what, source)
 	}
 	return newSecret(v), nil
 }

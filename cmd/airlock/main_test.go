@@ -130,6 +130,7 @@ func TestInitWritesMatchingConfigs(t *testing.T) {
 // structs: every key in them must exist, and they must validate.
 func TestExampleConfigsDecode(t *testing.T) {
 	t.Setenv("OPENAI_API_KEY", "sk-test")
+	t.Setenv("OPENAI_KEY_TEAM_A", "sk-test-a")
 	var ecfg edge.Config
 	if err := config.Load("../../deploy/examples/edge.toml", &ecfg); err != nil {
 		t.Fatal(err)

@@ -53,6 +53,9 @@ func runRelay(args []string, _, stderr io.Writer) error {
 	cfg.KeyFile = relativeTo(path, cfg.KeyFile)
 	for i := range cfg.Upstreams {
 		cfg.Upstreams[i].KeyFile = relativeTo(path, cfg.Upstreams[i].KeyFile)
+		for j := range cfg.Upstreams[i].Keys {
+			cfg.Upstreams[i].Keys[j].KeyFile = relativeTo(path, cfg.Upstreams[i].Keys[j].KeyFile)
+		}
 	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
