@@ -59,6 +59,7 @@ func TestConfigDefaults(t *testing.T) {
 
 func TestConfigDecodeExample(t *testing.T) {
 	t.Setenv("OPENAI_API_KEY", testKey)
+	t.Setenv("OPENAI_KEY_TEAM_A", testKey)
 	b, err := os.ReadFile("../deploy/examples/relay.toml")
 	if err != nil {
 		t.Skipf("no example config: %v", err)
