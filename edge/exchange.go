@@ -20,6 +20,7 @@ import (
 	"github.com/airlock-proxy/airlock/internal/apierror"
 
 	"github.com/airlock-proxy/airlock/internal/hopheader"
+	"github.com/airlock-proxy/airlock/internal/usage"
 
 	"github.com/airlock-proxy/airlock/proto"
 	"github.com/airlock-proxy/airlock/tunnel"
@@ -67,6 +68,9 @@ type exchange struct {
 	// when the request went to a relay.
 	rejection string
 	endReason string // how the exchange ended: see the end* constants
+	// meter reads the token usage from a successful response's body as
+	// it passes; nil otherwise.
+	meter *usage.Meter
 	err       error
 }
 
@@ -560,6 +564,9 @@ func (ex *exchange) writeResponseHead(resp *proto.ResponseHead) {
 		dst["Content-Type"] = nil
 	}
 	ex.status = resp.Status
+	if resp.Status >= 200 && resp.Status < 300 {
+		ex.meter = usage.NewMeter(src.Get("Content-Type"))
+	}
 	ex.w.WriteHeader(resp.Status)
 	ex.flushUnlessMoreIsHere()
 }
@@ -588,6 +595,9 @@ func (ex *exchange) copyResponse() {
 		if n > 0 {
 			nw, werr := ex.w.Write(buf[:n])
 			ex.bytesOut += int64(nw)
+			if ex.meter != nil {
+				ex.meter.Write(buf[:nw])
+			}
 			if werr == nil && nw != n {
 				werr = io.ErrShortWrite
 			}
@@ -712,6 +722,23 @@ func (ex *exchange) end() {
 	ex.logLine()
 }
 
+// usage returns the token usage the upstream reported in the response.
+func (ex *exchange) usage() (usage.Usage, bool) {
+	if ex.meter == nil {
+		return usage.Usage{}, false
+	}
+	return ex.meter.Result()
+}
+
+// clientLabel is the client of the metrics and logs: its configured name,
+// "anonymous" with auth = "none".
+func (ex *exchange) clientLabel() string {
+	if ex.client == nil {
+		return "anonymous"
+	}
+	return ex.client.name
+}
+
 // upstreamLabel is the upstream of the metrics: a name the relay listed for
 // this edge, "other" for a name it did not (so that clients cannot add time
 // series), "none" when no relay was reached.
@@ -730,7 +757,7 @@ func (ex *exchange) upstreamLabel() string {
 // logLine writes the access log line. It never logs bodies, keys or the
 // Authorization header.
 func (ex *exchange) logLine() {
-	var relay, client, transport string
+	var relay, transport string
 	upstream := ex.upstream
 	if ex.peer != nil {
 		relay, transport = ex.peer.Name, ex.peer.Transport
@@ -738,12 +765,9 @@ func (ex *exchange) logLine() {
 			upstream = ex.peer.Upstreams[0]
 		}
 	}
-	if ex.client != nil {
-		client = ex.client.name
-	}
 	attrs := []slog.Attr{
 		slog.String("request_id", ex.id),
-		slog.String("client", client),
+		slog.String("client", ex.clientLabel()),
 		slog.String("method", ex.r.Method),
 		slog.String("route", routeOf(ex.r.URL.Path)),
 		slog.String("path", ex.r.URL.Path),
@@ -759,6 +783,10 @@ func (ex *exchange) logLine() {
 	}
 	if ex.retries > 0 {
 		attrs = append(attrs, slog.Int("retries", ex.retries))
+	}
+	if u, ok := ex.usage(); ok {
+		attrs = append(attrs, slog.String("model", u.Model),
+			slog.Int64("prompt_tokens", u.PromptTokens), slog.Int64("completion_tokens", u.CompletionTokens))
 	}
 	if ex.err != nil && !errors.Is(ex.err, context.Canceled) {
 		attrs = append(attrs, slog.String("error", ex.err.Error()))

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/airlock-proxy/airlock/internal/metrics"
+	"github.com/airlock-proxy/airlock/proto"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
 
@@ -70,6 +71,7 @@ type edgeMetrics struct {
 	inFlight   prometheus.Gauge
 	rejections *prometheus.CounterVec
 	retries    prometheus.Counter
+	tokens     *prometheus.CounterVec
 }
 
 func newEdgeMetrics(reg prometheus.Registerer) *edgeMetrics {
@@ -107,7 +109,11 @@ func newEdgeMetrics(reg prometheus.Registerer) *edgeMetrics {
 			Help: "Requests sent again on another session after a relay refused them before calling the upstream.",
 		}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.ttfb, m.overhead, m.inFlight, m.rejections, m.retries)
+	m.tokens = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metrics.Namespace, Subsystem: "usage", Name: "tokens_total",
+		Help: "Tokens the upstream reported, by client, model, type (prompt or completion; their sum is the total) and how the request ended.",
+	}, []string{"client", "model", "type", "end"})
+	reg.MustRegister(m.requests, m.duration, m.ttfb, m.overhead, m.inFlight, m.rejections, m.retries, m.tokens)
 	for _, r := range []string{rejectAuth, rejectPolicy, rejectLimit, rejectNoTunnel, rejectBadRequest} {
 		m.rejections.WithLabelValues(r) // every reason shows, at 0
 	}
@@ -129,6 +135,27 @@ func (m *edgeMetrics) observe(ex *exchange) {
 	if ex.retries > 0 {
 		m.retries.Add(float64(ex.retries))
 	}
+	if u, ok := ex.usage(); ok {
+		client, model := ex.clientLabel(), modelLabel(u.Model)
+		m.tokens.WithLabelValues(client, model, "prompt", ex.endReason).Add(float64(u.PromptTokens))
+		m.tokens.WithLabelValues(client, model, "completion", ex.endReason).Add(float64(u.CompletionTokens))
+	}
+}
+
+// maxModelLabel bounds the model label: model names are short, and a longer
+// one is more likely an upstream echoing what a client made up.
+const maxModelLabel = 64
+
+// modelLabel is the model of the metrics: the upstream's name for it when it
+// is a short printable name, else "other" ("unknown" when it said none).
+func modelLabel(model string) string {
+	switch {
+	case model == "":
+		return "unknown"
+	case len(model) > maxModelLabel || !proto.Printable(model):
+		return "other"
+	}
+	return model
 }
 
 // tunnelCollector exports the tunnel pool's state and counters at scrape
