@@ -71,7 +71,7 @@ type exchange struct {
 	// meter reads the token usage from a successful response's body as
 	// it passes; nil otherwise.
 	meter *usage.Meter
-	err       error
+	err   error
 }
 
 // run carries the request to the relay and the answer back.
