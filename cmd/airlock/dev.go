@@ -24,6 +24,7 @@ upstream, with the key from the environment variable named by -upstream-key-env.
 	keyEnv := fs.String("upstream-key-env", "", "environment `variable` holding the upstream's API key (with -upstream)")
 	auth := fs.String("upstream-auth", "bearer", "how the upstream takes its key: bearer or api-key")
 	transport := fs.String("transport", "quic", "tunnel `transport`: quic, tcp or auto")
+	adminOn := fs.Bool("admin", false, "start the edge's and the relay's admin listeners (/healthz, /readyz, /metrics) on loopback and print their URLs")
 	var lf logFlags
 	lf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -34,7 +35,7 @@ upstream, with the key from the environment variable named by -upstream-key-env.
 		return err
 	}
 	defer flushLog()
-	opts := devstack.Options{EdgeListen: *listen, UpstreamAuth: *auth, Transport: *transport, Logger: logger}
+	opts := devstack.Options{EdgeListen: *listen, UpstreamAuth: *auth, Transport: *transport, Admin: *adminOn, Logger: logger}
 	switch {
 	case *upstream == "" && *keyEnv != "":
 		return fmt.Errorf("-upstream-key-env needs -upstream")
@@ -60,6 +61,9 @@ upstream, with the key from the environment variable named by -upstream-key-env.
 	}
 	defer st.Close()
 	printDevBanner(stdout, st)
+	if *adminOn {
+		fmt.Fprintf(stdout, "Admin listeners (/healthz, /readyz, /metrics):\n\n  edge:  %s\n  relay: %s\n\n", st.EdgeAdminURL, st.RelayAdminURLs[0])
+	}
 	<-sigs
 	fmt.Fprintln(stdout, "\nstopping")
 	return nil
