@@ -31,6 +31,7 @@ import (
 // requestBodySender goroutine that the exchange waits for before it ends.
 type exchange struct {
 	h       *handler
+	acc     *access // the access settings when the request started
 	w       http.ResponseWriter
 	r       *http.Request
 	rc      *http.ResponseController
@@ -78,7 +79,7 @@ type exchange struct {
 func (ex *exchange) run() {
 	r := ex.r
 	ex.rc = http.NewResponseController(ex.w)
-	if r.ContentLength > ex.h.maxBody {
+	if r.ContentLength > ex.acc.maxBody {
 		ex.fail(ex.tooLarge())
 		return
 	}
@@ -313,7 +314,7 @@ func (ex *exchange) sendRequest(head *proto.RequestHead) error {
 	if ex.replay == nil {
 		var body io.Reader = r.Body
 		if r.ContentLength < 0 {
-			body = http.MaxBytesReader(ex.w, r.Body, ex.h.maxBody)
+			body = http.MaxBytesReader(ex.w, r.Body, ex.acc.maxBody)
 		}
 		ex.replay = &replayBody{src: &eofReader{r: body, eof: &ex.bodyEOF}}
 	}
@@ -664,7 +665,7 @@ func (ex *exchange) finish() {
 func (ex *exchange) tooLarge() *apiError {
 	return &apiError{
 		status: http.StatusRequestEntityTooLarge, typ: apierror.TypeInvalidRequest, code: codeRequestTooLarge,
-		message: fmt.Sprintf("airlock edge: the request body is larger than this edge accepts (%d bytes)", ex.h.maxBody),
+		message: fmt.Sprintf("airlock edge: the request body is larger than this edge accepts (%d bytes)", ex.acc.maxBody),
 	}
 }
 

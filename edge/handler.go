@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,12 +33,9 @@ const apiPrefix = "/v1/"
 type handler struct {
 	opener tunnel.Opener
 	logger *slog.Logger
-	// keys is nil when auth = "none".
-	keys *keyring
-	// upstream is the edge's default upstream ("" = the relay's).
-	upstream string
-	// maxBody is the largest request body accepted.
-	maxBody int64
+	// access holds the settings a reload may change; each request reads
+	// them once, at its start.
+	access atomic.Pointer[access]
 	// upgrades tracks hijacked connections so that shutdown can close them.
 	upgrades upgradeTracker
 	metrics  *edgeMetrics
@@ -57,44 +55,72 @@ func NewHandler(cfg *Config, opener tunnel.Opener, logger *slog.Logger, reg prom
 }
 
 func newHandler(cfg *Config, opener tunnel.Opener, logger *slog.Logger, reg prometheus.Registerer) (*handler, error) {
-	if cfg == nil {
-		return nil, errors.New("edge handler: nil config")
-	}
 	if opener == nil {
 		return nil, errors.New("edge handler: nil opener")
 	}
+	a, err := newAccess(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	h := &handler{opener: opener, logger: logger, metrics: newEdgeMetrics(reg)}
+	h.access.Store(a)
+	return h, nil
+}
+
+// access is what the edge checks of each request: client keys and their
+// policy, the default upstream, the body limit. A reload swaps it whole.
+type access struct {
+	// keys is nil when auth = "none".
+	keys *keyring
+	// upstream is the edge's default upstream ("" = the relay's).
+	upstream string
+	// maxBody is the largest request body accepted.
+	maxBody int64
+}
+
+// newAccess builds the access settings of cfg (copied, with defaults),
+// validating them.
+func newAccess(cfg *Config) (*access, error) {
+	if cfg == nil {
+		return nil, errors.New("edge handler: nil config")
 	}
 	c := cfg.Clone()
 	c.SetDefaults()
 	if err := c.validateAccess(); err != nil {
 		return nil, fmt.Errorf("edge handler: %w", err)
 	}
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-	}
-	h := &handler{
-		opener:   opener,
-		logger:   logger,
-		upstream: c.Upstream,
-		maxBody:  c.MaxRequestBodyBytes,
-		metrics:  newEdgeMetrics(reg),
-	}
+	a := &access{upstream: c.Upstream, maxBody: c.MaxRequestBodyBytes}
 	if c.Auth == AuthKeys {
 		k, err := newKeyring(c.Clients)
 		if err != nil {
 			return nil, fmt.Errorf("edge handler: %w", err)
 		}
-		h.keys = k
+		a.keys = k
 	}
-	return h, nil
+	return a, nil
+}
+
+// reload validates cfg's access settings and, if they are valid, applies
+// them to the requests that start from now on.
+func (h *handler) reload(cfg *Config) error {
+	a, err := newAccess(cfg)
+	if err != nil {
+		return err
+	}
+	h.access.Store(a)
+	return nil
 }
 
 // ServeHTTP routes, authenticates and applies the client's policy, then hands
 // the request to an exchange. Every request gets one access log line.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ex := &exchange{h: h, w: w, r: r, start: time.Now(), id: newRequestID()}
+	ex := &exchange{h: h, acc: h.access.Load(), w: w, r: r, start: time.Now(), id: newRequestID()}
 	h.metrics.inFlight.Inc()
 	defer h.metrics.inFlight.Dec()
 	defer ex.end()
@@ -113,7 +139,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ex.status = http.StatusNoContent
 		return
 	}
-	if h.keys != nil {
+	if ex.acc.keys != nil {
 		key := requestKey(r.Header)
 		if key == "" {
 			ex.fail(&apiError{
@@ -123,7 +149,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			})
 			return
 		}
-		if ex.client = h.keys.lookup(key); ex.client == nil {
+		if ex.client = ex.acc.keys.lookup(key); ex.client == nil {
 			ex.fail(&apiError{
 				status: http.StatusUnauthorized, typ: apierror.TypeInvalidRequest, code: codeInvalidAPIKey,
 				message: "airlock edge: Incorrect API key provided: this edge knows no client with this key " +
@@ -140,7 +166,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	upstream, ok := ex.client.pickUpstream(requested, h.upstream)
+	upstream, ok := ex.client.pickUpstream(requested, ex.acc.upstream)
 	if !ok {
 		ex.fail(&apiError{
 			status: http.StatusForbidden, typ: apierror.TypePermission, code: codeUpstreamNotAllowed,

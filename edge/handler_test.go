@@ -379,3 +379,33 @@ func TestAccessLog(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadAccess: a reload swaps the client keys for the requests that
+// start after it; an invalid config changes nothing.
+func TestReloadAccess(t *testing.T) {
+	e := newTestEdge(t, nil, okRelay)
+	h := e.srv.Config.Handler.(*handler)
+	status := func(key string) int {
+		resp, _ := e.do(t, "GET", "/v1/models", nil, map[string]string{"Authorization": "Bearer " + key})
+		return resp.StatusCode
+	}
+	if status(aliceKey) != 200 {
+		t.Fatal("alice refused before the reload")
+	}
+	const carolKey = "sk-airlock-carol-test-key-000000000000000000000000"
+	if err := h.reload(&Config{Clients: []ClientConfig{{Name: "carol", KeyHash: HashClientKey(carolKey)}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := status(aliceKey); got != 401 {
+		t.Errorf("alice after her key was removed: %d, want 401", got)
+	}
+	if got := status(carolKey); got != 200 {
+		t.Errorf("carol after her key was added: %d, want 200", got)
+	}
+	if err := h.reload(&Config{}); err == nil || !strings.Contains(err.Error(), "no [[client]]") {
+		t.Errorf("reload of a config with no clients: %v, want the fail-closed error", err)
+	}
+	if got := status(carolKey); got != 200 {
+		t.Errorf("carol after a failed reload: %d, want 200 (nothing changed)", got)
+	}
+}

@@ -10,10 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/airlock-proxy/airlock/internal/buildinfo"
-	"github.com/airlock-proxy/airlock/internal/metrics"
-
 	"github.com/airlock-proxy/airlock/internal/admin"
+	"github.com/airlock-proxy/airlock/internal/buildinfo"
+	"github.com/airlock-proxy/airlock/internal/config"
+	"github.com/airlock-proxy/airlock/internal/metrics"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
 
@@ -287,4 +287,45 @@ func (s *Server) teardown(ctx context.Context, graceful bool) error {
 	}
 	s.wg.Wait()
 	return errors.Join(errs...)
+}
+
+// Reload applies the parts of cfg that can change while the edge runs: the
+// clients, their keys and allowed upstreams, auth, the default upstream and
+// max_request_body_bytes, for the requests that start from now on. The
+// other settings (addresses, key file, relays, transport, proxy, tunnel,
+// log, shutdown grace) need a restart: Reload keeps the running values and
+// logs which of them differ. An invalid cfg changes nothing and is
+// returned as an error.
+func (s *Server) Reload(cfg *Config) error {
+	c := cfg.Clone()
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("edge config: %w", err)
+	}
+	if err := s.handler.reload(c); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	old := s.cfg
+	fresh := *old
+	fresh.Auth, fresh.Clients, fresh.Upstream, fresh.MaxRequestBodyBytes = c.Auth, c.Clients, c.Upstream, c.MaxRequestBodyBytes
+	s.cfg = &fresh
+	s.mu.Unlock()
+	keys := config.Changed(
+		config.Setting{Key: "name", Running: old.Name, Reloaded: c.Name},
+		config.Setting{Key: "listen", Running: old.Listen, Reloaded: c.Listen},
+		config.Setting{Key: "admin_listen", Running: old.AdminListen, Reloaded: c.AdminListen},
+		config.Setting{Key: "key_file", Running: old.KeyFile, Reloaded: c.KeyFile},
+		config.Setting{Key: "transport", Running: old.Transport, Reloaded: c.Transport},
+		config.Setting{Key: "proxy_url", Running: old.ProxyURL, Reloaded: c.ProxyURL},
+		config.Setting{Key: "shutdown_grace", Running: old.ShutdownGrace, Reloaded: c.ShutdownGrace},
+		config.Setting{Key: "relay", Running: old.Relays, Reloaded: c.Relays},
+		config.Setting{Key: "tunnel", Running: old.Tunnel, Reloaded: c.Tunnel},
+		config.Setting{Key: "log", Running: old.Log, Reloaded: c.Log},
+	)
+	if len(keys) > 0 {
+		s.logger.Warn("edge: these settings changed but need a restart to apply", "keys", keys)
+	}
+	s.logger.Info("edge: configuration reloaded", "auth", c.Auth, "clients", len(c.Clients))
+	return nil
 }

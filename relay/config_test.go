@@ -199,7 +199,7 @@ func TestNewHandlerKeyErrors(t *testing.T) {
 				if err != nil {
 					t.Fatalf("got %v, want no error", err)
 				}
-				if got := h.upstreams["u"].keys[0].secret.reveal(); got != testKey {
+				if got := h.peers.Load().upstreams["u"].keys[0].secret.reveal(); got != testKey {
 					t.Errorf("key = %d bytes, want the trimmed key", len(got))
 				}
 				return
@@ -230,7 +230,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.closeIdle()
-	up := h.upstreams["openai"]
+	up := h.peers.Load().upstreams["openai"]
 	outputs := []string{
 		fmt.Sprint(c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c),
 		fmt.Sprint(*c), fmt.Sprintf("%+v", *c), fmt.Sprintf("%#v", *c),

@@ -46,10 +46,52 @@ var (
 type Handler struct {
 	logger      *slog.Logger
 	fwdAddr     bool
-	upstreams   map[string]*upstream
-	edges       map[string]*edgeEntry // by key fingerprint
 	headTimeout time.Duration
 	metrics     *relayMetrics
+	// peers holds the edges and upstreams, which a reload swaps whole;
+	// each exchange reads them once, at its start.
+	peers atomic.Pointer[peers]
+}
+
+// peers are the relay's authorized edges and its upstreams.
+type peers struct {
+	upstreams map[string]*upstream
+	edges     map[string]*edgeEntry // by key fingerprint
+}
+
+// newPeers resolves the keys of c's upstreams, builds their transports and
+// indexes c's edges. c must be validated.
+func newPeers(c *Config) (*peers, error) {
+	p := &peers{
+		upstreams: make(map[string]*upstream, len(c.Upstreams)),
+		edges:     make(map[string]*edgeEntry, len(c.Edges)),
+	}
+	all := make([]string, 0, len(c.Upstreams))
+	for i := range c.Upstreams {
+		up, err := newUpstream(&c.Upstreams[i])
+		if err != nil {
+			p.closeIdle()
+			return nil, err
+		}
+		p.upstreams[up.name] = up
+		all = append(all, up.name)
+	}
+	for _, e := range c.Edges {
+		fp, _ := tunnel.ParseFingerprint(e.Key) // validated
+		allowed := slices.Clone(e.Upstreams)
+		if len(allowed) == 0 {
+			allowed = all
+		}
+		p.edges[fp] = &edgeEntry{name: e.Name, upstreams: allowed}
+	}
+	return p, nil
+}
+
+// closeIdle closes the idle upstream connections of every transport.
+func (p *peers) closeIdle() {
+	for _, up := range p.upstreams {
+		up.transport.CloseIdleConnections()
+	}
 }
 
 // edgeEntry is an authorized edge.
@@ -78,41 +120,53 @@ func NewHandler(cfg *Config, logger *slog.Logger, reg prometheus.Registerer) (*H
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
+	p, err := newPeers(c)
+	if err != nil {
+		return nil, err
+	}
 	h := &Handler{
 		metrics:     newRelayMetrics(reg),
 		logger:      logger,
 		fwdAddr:     c.ForwardClientAddress,
-		upstreams:   make(map[string]*upstream, len(c.Upstreams)),
-		edges:       make(map[string]*edgeEntry, len(c.Edges)),
 		headTimeout: headTimeout,
 	}
-	all := make([]string, 0, len(c.Upstreams))
-	for i := range c.Upstreams {
-		up, err := newUpstream(&c.Upstreams[i])
-		if err != nil {
-			h.closeIdle()
-			return nil, err
-		}
-		h.upstreams[up.name] = up
-		h.metrics.addKeys(up)
-		all = append(all, up.name)
-	}
-	for _, e := range c.Edges {
-		fp, _ := tunnel.ParseFingerprint(e.Key) // validated
-		allowed := slices.Clone(e.Upstreams)
-		if len(allowed) == 0 {
-			allowed = all
-		}
-		h.edges[fp] = &edgeEntry{name: e.Name, upstreams: allowed}
-	}
+	h.setPeers(p)
 	return h, nil
+}
+
+// setPeers makes p the edges and upstreams of the exchanges that start from
+// now on. The upstreams p replaces keep serving the exchanges that use them
+// and lose their idle connections.
+func (h *Handler) setPeers(p *peers) {
+	for _, up := range p.upstreams {
+		h.metrics.addKeys(up)
+	}
+	if old := h.peers.Swap(p); old != nil {
+		old.closeIdle()
+	}
+}
+
+// reload validates cfg's edges and upstreams and, if they are valid, uses
+// them from now on. Upstream keys are read again from their sources.
+func (h *Handler) reload(cfg *Config) error {
+	c := cfg.Clone()
+	c.SetDefaults()
+	if err := c.validatePeers(); err != nil {
+		return err
+	}
+	p, err := newPeers(c)
+	if err != nil {
+		return err
+	}
+	h.setPeers(p)
+	return nil
 }
 
 // Authorize maps an edge's key fingerprint to its configured name and the
 // upstreams it may use, the first being its default. An unknown key is an
 // error wrapping tunnel.ErrUnknownPeer.
 func (h *Handler) Authorize(edgeKey string) (name string, upstreams []string, err error) {
-	e, ok := h.edges[edgeKey]
+	e, ok := h.peers.Load().edges[edgeKey]
 	if !ok {
 		return "", nil, fmt.Errorf("authorizing edge key %s: %w", edgeKey, tunnel.ErrUnknownPeer)
 	}
@@ -120,11 +174,7 @@ func (h *Handler) Authorize(edgeKey string) (name string, upstreams []string, er
 }
 
 // closeIdle closes the idle upstream connections of every transport.
-func (h *Handler) closeIdle() {
-	for _, up := range h.upstreams {
-		up.transport.CloseIdleConnections()
-	}
-}
+func (h *Handler) closeIdle() { h.peers.Load().closeIdle() }
 
 // ServeStream serves one exchange: it reads the request HEAD (aborting the
 // stream if none comes within 10s), calls the upstream with the request body
@@ -138,6 +188,7 @@ func (h *Handler) closeIdle() {
 func (h *Handler) ServeStream(ctx context.Context, peer *tunnel.Peer, s tunnel.Stream) {
 	ex := &exchange{
 		h:     h,
+		p:     h.peers.Load(),
 		s:     s,
 		r:     proto.NewReader(s, proto.Limits{}),
 		w:     proto.NewWriter(s, proto.Limits{}),
@@ -176,6 +227,7 @@ const (
 // exchange is the state of one ServeStream.
 type exchange struct {
 	h     *Handler
+	p     *peers // the edges and upstreams when the exchange started
 	s     tunnel.Stream
 	r     *proto.Reader
 	w     *proto.Writer
@@ -217,7 +269,7 @@ func (ex *exchange) serve(ctx context.Context) {
 		return
 	}
 	ex.head = head
-	edge, ok := ex.h.edges[ex.peer.Key]
+	edge, ok := ex.p.edges[ex.peer.Key]
 	if !ok {
 		ex.fail(errUnknownEdge())
 		return
@@ -227,7 +279,7 @@ func (ex *exchange) serve(ctx context.Context) {
 		name = edge.upstreams[0]
 	}
 	ex.upstream = name
-	up, ok := ex.h.upstreams[name]
+	up, ok := ex.p.upstreams[name]
 	if !ok {
 		ex.fail(errUnknownUpstream(name))
 		return

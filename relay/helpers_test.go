@@ -99,7 +99,7 @@ func trustUpstream(h *Handler, name string, srv *httptest.Server) {
 	if srv.TLS == nil {
 		return
 	}
-	tr := h.upstreams[name].transport
+	tr := h.peers.Load().upstreams[name].transport
 	tr.TLSClientConfig = srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
 }
 

@@ -76,7 +76,7 @@ func (ex *exchange) upstreamLabel() string {
 	if ex.upstream == "" {
 		return "none"
 	}
-	if _, ok := ex.h.upstreams[ex.upstream]; ok {
+	if _, ok := ex.p.upstreams[ex.upstream]; ok {
 		return ex.upstream
 	}
 	return "unknown"

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/airlock-proxy/airlock/internal/buildinfo"
+	"github.com/airlock-proxy/airlock/internal/config"
 	"github.com/airlock-proxy/airlock/internal/metrics"
 
 	"github.com/airlock-proxy/airlock/internal/admin"
@@ -199,4 +200,40 @@ func (s *Server) Close() error {
 		err = errors.Join(errs...)
 	})
 	return err
+}
+
+// Reload applies the parts of cfg that can change while the relay runs: the
+// edges (their keys, names and allowed upstreams) and the upstreams (base
+// URLs, keys, read again from their sources, headers, timeouts), for the
+// exchanges that start from now on; exchanges in flight finish as they
+// began. The sessions of edges no longer listed are closed. Other settings
+// (addresses, key file, forward_client_address, shutdown grace, log) need a
+// restart: Reload keeps the running values and logs which differ. An
+// invalid cfg changes nothing and is returned as an error.
+func (s *Server) Reload(cfg *Config) error {
+	c := cfg.Clone()
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if err := s.handler.reload(c); err != nil {
+		return err
+	}
+	closed := s.tun.Reauthorize()
+	keys := config.Changed(
+		config.Setting{Key: "name", Running: s.cfg.Name, Reloaded: c.Name},
+		config.Setting{Key: "listen", Running: s.cfg.Listen, Reloaded: c.Listen},
+		config.Setting{Key: "listen_tcp", Running: s.cfg.ListenTCP, Reloaded: c.ListenTCP},
+		config.Setting{Key: "admin_listen", Running: s.cfg.AdminListen, Reloaded: c.AdminListen},
+		config.Setting{Key: "key_file", Running: s.cfg.KeyFile, Reloaded: c.KeyFile},
+		config.Setting{Key: "forward_client_address", Running: s.cfg.ForwardClientAddress, Reloaded: c.ForwardClientAddress},
+		config.Setting{Key: "shutdown_grace", Running: s.cfg.ShutdownGrace, Reloaded: c.ShutdownGrace},
+		config.Setting{Key: "log", Running: s.cfg.Log, Reloaded: c.Log},
+	)
+	if len(keys) > 0 {
+		s.logger.Warn("relay: these settings changed but need a restart to apply", "keys", keys)
+	}
+	s.logger.Info("relay: configuration reloaded", "edges", len(c.Edges), "upstreams", len(c.Upstreams),
+		"sessions_closed", closed)
+	return nil
 }

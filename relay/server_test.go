@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -129,5 +130,91 @@ func TestNewServerErrors(t *testing.T) {
 	_, err := NewServer(cfg, nil)
 	if err == nil || !strings.HasPrefix(err.Error(), "key_file: ") {
 		t.Errorf("got %v, want an error about key_file", err)
+	}
+}
+
+// TestReload: a reload uses new upstream keys for the exchanges that follow,
+// closes the session of an edge it no longer lists, and refuses its
+// reconnects; an invalid config changes nothing.
+func TestReload(t *testing.T) {
+	seen := make(chan string, 10)
+	up := startUpstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Get("Authorization")
+	})
+	relayID, edgeID := mustIdentity(t), mustIdentity(t)
+	cfg := &Config{
+		Listen:      "127.0.0.1:0",
+		AdminListen: "off",
+		Identity:    relayID,
+		Edges:       []EdgeConfig{{Name: "office", Key: edgeID.Fingerprint()}},
+		Upstreams:   []UpstreamConfig{upstreamConfig("openai", up.URL)},
+	}
+	s, err := NewServer(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), defaultWait)
+	defer cancel()
+	client, err := tunnel.NewClient(tunnel.ClientOptions{Identity: edgeID, RelayAddr: s.Addr().String(), RelayKey: s.Fingerprint()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan struct{})
+	go func() { defer close(runDone); client.Run(ctx) }()
+	defer func() { client.Close(); <-runDone }()
+	if err := client.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	exchange := func() {
+		t.Helper()
+		st, _, err := client.OpenStream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		proto.NewWriter(st, proto.Limits{}).WriteRequestHeadAndEnd(getHead("/models"))
+		if _, err := proto.NewReader(st, proto.Limits{}).ReadResponseHead(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exchange()
+	if got := <-seen; got != "Bearer "+testKey {
+		t.Fatalf("upstream got %q before the reload", got)
+	}
+
+	next := cfg.Clone()
+	next.Upstreams[0].Key = "sk-rotated"
+	if err := s.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	exchange()
+	if got := <-seen; got != "Bearer sk-rotated" {
+		t.Errorf("upstream got %q after the reload, want the new key", got)
+	}
+
+	bad := next.Clone()
+	bad.Upstreams = nil
+	if err := s.Reload(bad); err == nil {
+		t.Error("Reload of a config without upstreams succeeded")
+	}
+
+	gone := next.Clone()
+	gone.Edges = []EdgeConfig{{Name: "other", Key: mustIdentity(t).Fingerprint()}}
+	if err := s.Reload(gone); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(defaultWait); client.Ready() || s.Sessions() > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the removed edge's session is still up")
+		}
+	}
+	for deadline := time.Now().Add(defaultWait); !errors.Is(client.LastError(), tunnel.ErrUnknownPeer); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the removed edge's reconnect: %v, want ErrUnknownPeer", client.LastError())
+		}
 	}
 }

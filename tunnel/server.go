@@ -708,3 +708,28 @@ func (f *inflight) idle() <-chan struct{} {
 	}
 	return f.empty
 }
+
+// Reauthorize asks ServerOptions.Authorize again about the edge of every
+// session up, and closes the sessions of edges it now refuses: after a
+// configuration reload removed their keys, they must not keep a tunnel. It
+// returns how many sessions it closed.
+func (s *Server) Reauthorize() int {
+	s.mu.Lock()
+	var up []*serverSession
+	for ss := range s.sessions {
+		if ss.peer != nil {
+			up = append(up, ss)
+		}
+	}
+	s.mu.Unlock()
+	closed := 0
+	for _, ss := range up {
+		if _, _, err := s.opts.Authorize(ss.peer.Key); err != nil {
+			s.log.Warn("tunnel: closing the session of an edge no longer authorized",
+				"edge", ss.peer.Name, "key", ss.peer.Key, "session", ss.peer.SessionID)
+			ss.conn.closeWithError(closeUnauthorized, "edge key no longer authorized")
+			closed++
+		}
+	}
+	return closed
+}

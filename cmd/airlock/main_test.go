@@ -2,12 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"flag"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/airlock-proxy/airlock/edge"
 	"github.com/airlock-proxy/airlock/internal/config"
@@ -210,3 +217,67 @@ func TestLogSettings(t *testing.T) {
 		})
 	}
 }
+
+// fakeRole records what serveUntilSignal does to it.
+type fakeRole struct{ started, shutdown, closed atomic.Int32 }
+
+func (f *fakeRole) Start(context.Context) error    { f.started.Add(1); return nil }
+func (f *fakeRole) Shutdown(context.Context) error { f.shutdown.Add(1); return nil }
+func (f *fakeRole) Close() error                   { f.closed.Add(1); return nil }
+
+// TestSignals: SIGHUP reloads (a failed reload keeps serving), SIGTERM
+// drains and closes.
+func TestSignals(t *testing.T) {
+	r := &fakeRole{}
+	reloads := make(chan struct{}, 2)
+	fail := true
+	reload := func() error {
+		defer func() { reloads <- struct{}{} }()
+		if fail {
+			fail = false
+			return errors.New("bad config")
+		}
+		return nil
+	}
+	logs := &strings.Builder{}
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	done := make(chan error, 1)
+	go func() { done <- serveUntilSignal(r, time.Second, reload, logger) }()
+	for r.started.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	for range 2 {
+		syscall.Kill(os.Getpid(), syscall.SIGHUP)
+		select {
+		case <-reloads:
+		case <-time.After(5 * time.Second):
+			t.Fatal("SIGHUP did not reload")
+		}
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serveUntilSignal: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("SIGTERM did not stop the role")
+	}
+	if r.shutdown.Load() != 1 || r.closed.Load() != 1 {
+		t.Errorf("shutdown %d, close %d; want 1 and 1", r.shutdown.Load(), r.closed.Load())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "reload failed; the running configuration stays") {
+		t.Errorf("logs lack the failed reload: %s", logs.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

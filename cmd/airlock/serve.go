@@ -31,16 +31,34 @@ func runEdge(args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer flushLog()
-	cfg.KeyFile = relativeTo(path, cfg.KeyFile)
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+	if err := prepareEdge(path, &cfg); err != nil {
+		return err
 	}
 	srv, err := edge.NewServer(&cfg, logger)
 	if err != nil {
 		return err
 	}
-	return serveUntilSignal(srv, cfg.ShutdownGrace.Duration, logger)
+	reload := func() error {
+		var c edge.Config
+		if err := config.Load(path, &c); err != nil {
+			return err
+		}
+		if err := prepareEdge(path, &c); err != nil {
+			return err
+		}
+		return srv.Reload(&c)
+	}
+	return serveUntilSignal(srv, cfg.ShutdownGrace.Duration, reload, logger)
+}
+
+// prepareEdge completes an edge config decoded from path and validates it.
+func prepareEdge(path string, cfg *edge.Config) error {
+	cfg.KeyFile = relativeTo(path, cfg.KeyFile)
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
 }
 
 func runRelay(args []string, _, stderr io.Writer) error {
@@ -50,6 +68,29 @@ func runRelay(args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer flushLog()
+	if err := prepareRelay(path, &cfg); err != nil {
+		return err
+	}
+	srv, err := relay.NewServer(&cfg, logger)
+	if err != nil {
+		return err
+	}
+	reload := func() error {
+		var c relay.Config
+		if err := config.Load(path, &c); err != nil {
+			return err
+		}
+		if err := prepareRelay(path, &c); err != nil {
+			return err
+		}
+		return srv.Reload(&c)
+	}
+	return serveUntilSignal(srv, cfg.ShutdownGrace.Duration, reload, logger)
+}
+
+// prepareRelay completes a relay config decoded from path (file names
+// relative to it) and validates it.
+func prepareRelay(path string, cfg *relay.Config) error {
 	cfg.KeyFile = relativeTo(path, cfg.KeyFile)
 	for i := range cfg.Upstreams {
 		cfg.Upstreams[i].KeyFile = relativeTo(path, cfg.Upstreams[i].KeyFile)
@@ -61,11 +102,7 @@ func runRelay(args []string, _, stderr io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	srv, err := relay.NewServer(&cfg, logger)
-	if err != nil {
-		return err
-	}
-	return serveUntilSignal(srv, cfg.ShutdownGrace.Duration, logger)
+	return nil
 }
 
 // loadRole parses the flags of `airlock edge|relay` and decodes the config
@@ -73,7 +110,7 @@ func runRelay(args []string, _, stderr io.Writer) error {
 // The returned function writes out buffered log lines; call it before
 // returning.
 func loadRole(name string, args []string, stderr io.Writer, cfg any) (*slog.Logger, func(), string, error) {
-	fs := newFlagSet(name+" -config FILE", fmt.Sprintf("Run the %s with the configuration in FILE (TOML; see deploy/examples/%s.toml).\nSIGINT or SIGTERM drains and exits; a second signal exits at once.", name, name), stderr)
+	fs := newFlagSet(name+" -config FILE", fmt.Sprintf("Run the %s with the configuration in FILE (TOML; see deploy/examples/%s.toml).\nSIGINT or SIGTERM drains and exits; a second signal exits at once.\nSIGHUP reloads the parts of FILE that can change while running (see the README).", name, name), stderr)
 	path := fs.String("config", "", "path to the `FILE` with the "+name+" configuration (required)")
 	var lf logFlags
 	lf.register(fs)
@@ -108,11 +145,15 @@ func relativeTo(configPath, file string) string {
 }
 
 // serveUntilSignal starts r and runs it until SIGINT or SIGTERM, then drains
-// it for at most grace. A second signal closes it at once.
-func serveUntilSignal(r role, grace time.Duration, logger *slog.Logger) error {
+// it for at most grace. A second signal closes it at once. SIGHUP calls
+// reload; a failed reload is logged and changes nothing.
+func serveUntilSignal(r role, grace time.Duration, reload func() error, logger *slog.Logger) error {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
+	defer signal.Stop(hups)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -120,7 +161,16 @@ func serveUntilSignal(r role, grace time.Duration, logger *slog.Logger) error {
 		r.Close()
 		return err
 	}
-	sig := <-sigs
+	var sig os.Signal
+	for sig == nil {
+		select {
+		case sig = <-sigs:
+		case <-hups:
+			if err := reload(); err != nil {
+				logger.Error("reload failed; the running configuration stays", "err", err)
+			}
+		}
+	}
 	logger.Info("draining", "signal", sig.String(), "grace", grace.String())
 	drainCtx, stop := context.WithTimeout(context.Background(), grace)
 	defer stop()

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
@@ -82,4 +83,25 @@ func Load(path string, v any) error {
 		return fmt.Errorf("reading config: %w", err)
 	}
 	return Decode(path, b, v)
+}
+
+// Setting is one setting of a running configuration and of a reloaded one,
+// for Changed.
+type Setting struct {
+	// Key names the setting in the TOML file.
+	Key string
+	// Running and Reloaded are its two values.
+	Running, Reloaded any
+}
+
+// Changed returns the keys of the settings whose values differ, for a
+// reload to report what only a restart applies.
+func Changed(settings ...Setting) []string {
+	var keys []string
+	for _, s := range settings {
+		if !reflect.DeepEqual(s.Running, s.Reloaded) {
+			keys = append(keys, s.Key)
+		}
+	}
+	return keys
 }
