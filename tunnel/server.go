@@ -69,6 +69,7 @@ type Server struct {
 	quicConf *quic.Config
 
 	counts       serverCounters
+	lastAccept   atomic.Int64    // when the last stream was accepted, Unix nanoseconds
 	inflight     inflight        // exchange streams being served
 	closing      context.Context // ends when Close begins
 	stopHandlers context.CancelFunc
@@ -479,6 +480,7 @@ func (s *Server) serveSession(ss *serverSession) {
 			break
 		}
 		s.counts.accepted.Add(1)
+		s.lastAccept.Store(time.Now().UnixNano())
 		if limit && open.Load() >= int64(s.opts.MaxStreams) {
 			s.counts.refused.Add(1)
 			refuseStream(st, fmt.Sprintf("airlock relay: the session is at its limit of %d streams", s.opts.MaxStreams))
@@ -638,16 +640,20 @@ func (s *Server) Close() error {
 
 // closeFlush bounds how long Close waits for handlers to refuse or abort
 // their streams and for the GOAWAYs to be written before it closes the
-// sessions; closeLinger is the extra time the transports get to put the
-// last frames on the wire, since closing a connection drops what is queued.
+// sessions; closeLinger is how long no new stream must have arrived before
+// it does (the streams edges sent before they read the GOAWAY arrive and are
+// refused meanwhile), which also gives the transports time to put the last
+// frames on the wire, since closing a connection drops what is queued.
 const (
-	closeFlush  = 500 * time.Millisecond
-	closeLinger = 50 * time.Millisecond
+	closeFlush  = time.Second
+	closeLinger = 100 * time.Millisecond
 )
 
 // flush waits, within closeFlush, until every handler has returned and the
-// GOAWAYs of sessions are written, then for closeLinger.
+// GOAWAYs of sessions are written, then until no stream has arrived for
+// closeLinger.
 func (s *Server) flush(sessions []*serverSession) {
+	deadline := time.Now().Add(closeFlush)
 	t := time.NewTimer(closeFlush)
 	defer t.Stop()
 	waits := []<-chan struct{}{s.inflight.idle()}
@@ -661,7 +667,20 @@ func (s *Server) flush(sessions []*serverSession) {
 			return
 		}
 	}
-	time.Sleep(closeLinger)
+	// Streams the edges opened before they read the GOAWAY are still on
+	// their way; each is refused when it arrives. Wait until none has
+	// arrived for closeLinger, so that none is lost with the connection.
+	for {
+		quiet := time.Until(time.Unix(0, s.lastAccept.Load()).Add(closeLinger))
+		if quiet <= 0 {
+			return
+		}
+		if time.Now().Add(quiet).After(deadline) {
+			time.Sleep(time.Until(deadline))
+			return
+		}
+		time.Sleep(quiet)
+	}
 }
 
 // inflight counts sessions or streams being served, so that Shutdown can
