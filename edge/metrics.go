@@ -169,7 +169,7 @@ type tunnelCollector struct {
 
 func newTunnelCollector(pool *tunnel.Pool) *tunnelCollector {
 	desc := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(prometheus.BuildFQName(metrics.Namespace, "tunnel", name), help, labels, nil)
+		return metrics.NewDesc("tunnel", name, help, labels...)
 	}
 	return &tunnelCollector{
 		pool:       pool,
@@ -227,26 +227,23 @@ func (c *tunnelCollector) Collect(ch chan<- prometheus.Metric) {
 		for r, n := range st.Failures {
 			s.failures[r] += n
 		}
-		ch <- prometheus.MustNewConstMetric(c.rtt, prometheus.GaugeValue, st.RTT.Seconds(), st.Relay, strconv.Itoa(conn[st.Relay]))
+		metrics.Gauge(ch, c.rtt, st.RTT.Seconds(), st.Relay, strconv.Itoa(conn[st.Relay]))
 		conn[st.Relay]++
-	}
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
 	for _, relay := range order {
 		s := sums[relay]
 		for tr, n := range s.sessions {
-			ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(n), relay, tr)
+			metrics.Gauge(ch, c.sessions, float64(n), relay, tr)
 		}
-		ch <- prometheus.MustNewConstMetric(c.streams, prometheus.GaugeValue, float64(s.streams), relay)
-		counter(c.reconnects, s.reconnects, relay)
-		counter(c.fallbacks, s.fallbacks, relay)
-		counter(c.goAways, s.goAways, relay)
-		counter(c.opened, s.opened, relay)
-		counter(c.tx, s.tx, relay)
-		counter(c.rx, s.rx, relay)
+		metrics.Gauge(ch, c.streams, float64(s.streams), relay)
+		metrics.Counter(ch, c.reconnects, s.reconnects, relay)
+		metrics.Counter(ch, c.fallbacks, s.fallbacks, relay)
+		metrics.Counter(ch, c.goAways, s.goAways, relay)
+		metrics.Counter(ch, c.opened, s.opened, relay)
+		metrics.Counter(ch, c.tx, s.tx, relay)
+		metrics.Counter(ch, c.rx, s.rx, relay)
 		for r, n := range s.failures {
-			counter(c.failures, n, relay, r)
+			metrics.Counter(ch, c.failures, n, relay, r)
 		}
 	}
 }

@@ -92,7 +92,7 @@ type tunnelCollector struct {
 
 func newTunnelCollector(srv *tunnel.Server) *tunnelCollector {
 	desc := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(prometheus.BuildFQName(metrics.Namespace, "relay", name), help, labels, nil)
+		return metrics.NewDesc("relay", name, help, labels...)
 	}
 	return &tunnelCollector{
 		srv:      srv,
@@ -117,17 +117,14 @@ func (c *tunnelCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *tunnelCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.srv.Stats()
 	for k, n := range st.Sessions {
-		ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(n), k.Edge, k.Transport)
+		metrics.Gauge(ch, c.sessions, float64(n), k.Edge, k.Transport)
 	}
-	ch <- prometheus.MustNewConstMetric(c.streams, prometheus.GaugeValue, float64(st.Streams))
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
-	counter(c.accepted, st.StreamsAccepted)
-	counter(c.refused, st.StreamsRefused)
-	counter(c.tx, st.BytesSent)
-	counter(c.rx, st.BytesReceived)
+	metrics.Gauge(ch, c.streams, float64(st.Streams))
+	metrics.Counter(ch, c.accepted, st.StreamsAccepted)
+	metrics.Counter(ch, c.refused, st.StreamsRefused)
+	metrics.Counter(ch, c.tx, st.BytesSent)
+	metrics.Counter(ch, c.rx, st.BytesReceived)
 	for r, n := range st.Failures {
-		counter(c.failures, n, r)
+		metrics.Counter(ch, c.failures, n, r)
 	}
 }

@@ -49,6 +49,22 @@ func Handler(reg *prometheus.Registry) http.Handler {
 	})
 }
 
+// NewDesc describes an airlock metric of subsystem that a collector exports
+// at scrape time (a value read from the data path's own counters).
+func NewDesc(subsystem, name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(prometheus.BuildFQName(Namespace, subsystem, name), help, labels, nil)
+}
+
+// Counter sends a counter read at scrape time to ch.
+func Counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+}
+
+// Gauge sends a gauge read at scrape time to ch.
+func Gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
 // StatusClass returns the class of an HTTP status for a label: "2xx",
 // "4xx", "5xx" (and "1xx", "3xx"); "499" for a client that went away first
 // (a status no response ever carried), "other" for anything else.

@@ -28,7 +28,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -36,6 +35,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/airlock-proxy/airlock/tools/kubecheck/internal/cli"
 )
 
 func main() {
@@ -43,24 +44,11 @@ func main() {
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fl := flag.NewFlagSet("kubecheck", flag.ContinueOnError)
-	fl.SetOutput(stderr)
-	quiet := fl.Bool("q", false, "print nothing when there is no problem")
-	fl.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: kubecheck [-q] PATH...\n\nCheck Kubernetes manifests strictly against the official Go types, then as a set.\nPATH: a YAML file, a directory (its *.yaml and *.yml, recursively) or - for stdin.\n\nFlags:\n")
-		fl.PrintDefaults()
+	paths, quiet, code, exit := cli.Parse("kubecheck", "Check Kubernetes manifests strictly against the official Go types, then as a set.\nPATH: a YAML file, a directory (its *.yaml and *.yml, recursively) or - for stdin.", args, stderr)
+	if exit {
+		return code
 	}
-	if err := fl.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		return 2
-	}
-	if fl.NArg() == 0 {
-		fl.Usage()
-		return 2
-	}
-	files, err := expand(fl.Args())
+	files, err := expand(paths)
 	if err != nil {
 		fmt.Fprintf(stderr, "kubecheck: %v\n", err)
 		return 1
@@ -87,7 +75,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
-	if !*quiet {
+	if !quiet {
 		fmt.Fprintf(stdout, "kubecheck: %d objects in %d files: ok\n", len(objs), len(files))
 	}
 	return 0

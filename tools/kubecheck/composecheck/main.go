@@ -16,12 +16,13 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 
 	"github.com/compose-spec/compose-go/v2/cli"
+
+	checkcli "github.com/airlock-proxy/airlock/tools/kubecheck/internal/cli"
 )
 
 func main() {
@@ -29,24 +30,11 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	fl := flag.NewFlagSet("composecheck", flag.ContinueOnError)
-	fl.SetOutput(stderr)
-	quiet := fl.Bool("q", false, "only validate; print nothing when valid")
-	fl.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: composecheck [-q] FILE...\n\nValidate Docker Compose files as `docker compose config` does, without Docker.\n\nFlags:\n")
-		fl.PrintDefaults()
+	paths, quiet, code, exit := checkcli.Parse("composecheck", "Validate Docker Compose files as `docker compose config` does, without Docker.", args, stderr)
+	if exit {
+		return code
 	}
-	if err := fl.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		return 2
-	}
-	if fl.NArg() == 0 {
-		fl.Usage()
-		return 2
-	}
-	opts, err := cli.NewProjectOptions(fl.Args(),
+	opts, err := cli.NewProjectOptions(paths,
 		cli.WithOsEnv,
 		cli.WithEnvFiles(), // the .env beside the first compose file, if any
 		cli.WithDotEnv,
@@ -60,7 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "composecheck: %v\n", err)
 		return 1
 	}
-	if *quiet {
+	if quiet {
 		return 0
 	}
 	out, err := project.MarshalYAML()
