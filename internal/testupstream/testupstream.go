@@ -24,6 +24,7 @@
 //	POST /v1/embeddings                           "float" or "base64"
 //	POST /v1/audio/transcriptions                 multipart; json, verbose_json or text
 //	POST /v1/files; GET /v1/files, /v1/files/{id}; DELETE /v1/files/{id}
+//	GET  /v1/realtime                             a WebSocket echoing every message
 //	POST /v1/airlock-test/upload                  body size and SHA-256
 //	GET  /v1/airlock-test/download?bytes=N        N PatternByte bytes
 //	ANY  /v1/airlock-test/echo                    what the upstream received
@@ -286,6 +287,7 @@ var routes = map[string]map[string]handlerFunc{
 	"airlock-test/echo":     {"*": (*Server).echo},
 	"airlock-test/sse":      {http.MethodGet: (*Server).sse},
 	"airlock-test/hold":     {http.MethodGet: (*Server).hold},
+	"realtime":              {http.MethodGet: (*Server).realtime},
 }
 
 // route dispatches r by path, then by method.
