@@ -204,13 +204,20 @@ func (h *Handler) ServeStream(ctx context.Context, peer *tunnel.Peer, s tunnel.S
 	// aborts otherwise (serve decides). Reads and writes of the stream
 	// that still block end with the session, which the closing relay ends
 	// within a moment.
+	refused := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
+		defer close(refused)
 		if ex.state.CompareAndSwap(exchangeNew, exchangeRefused) {
 			ex.refuse()
 		}
 	})
 	ex.serve(ctx)
-	stop()
+	if !stop() {
+		// The refusal may still be writing its RESET; the stream must not
+		// be closed under it, or the edge would see the stream end bare
+		// and could not tell that it may retry.
+		<-refused
+	}
 	h.metrics.observe(ex)
 	ex.log(ctx)
 }

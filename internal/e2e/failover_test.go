@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -13,18 +14,21 @@ import (
 
 	"github.com/airlock-proxy/airlock/internal/config"
 	"github.com/airlock-proxy/airlock/internal/devstack"
+	"github.com/airlock-proxy/airlock/internal/testlog"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
 
 // startTwoRelays runs an edge with two relays over transport, and waits
 // until the edge has sessions to both.
-func startTwoRelays(t *testing.T, transport string) *devstack.Stack {
+func startTwoRelays(t *testing.T, transport string) (*devstack.Stack, *testlog.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	logs := &testlog.Buffer{}
 	st, err := devstack.Start(ctx, devstack.Options{
 		Relays:    2,
 		Transport: transport,
+		Logger:    slog.New(slog.NewJSONHandler(logs, nil)),
 		Tunnel: tunnel.Config{
 			ReconnectMin: config.Duration{Duration: 50 * time.Millisecond},
 			ReconnectMax: config.Duration{Duration: 200 * time.Millisecond},
@@ -47,14 +51,15 @@ func startTwoRelays(t *testing.T, transport string) *devstack.Stack {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	return st
+	return st, logs
 }
 
 // loadResult is one request of a load run.
 type loadResult struct {
-	id     string
-	status int
-	err    error
+	id        string // the X-Test-Id the upstream sees
+	requestID string // the edge's request id, in the relays' log lines
+	status    int
+	err       error
 }
 
 // runLoad sends chat completions from workers goroutines until stop is
@@ -88,6 +93,7 @@ func runLoad(t *testing.T, st *devstack.Stack, workers int, delay time.Duration,
 					_, err = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
 					res.status = resp.StatusCode
+					res.requestID = resp.Header.Get("Airlock-Request-Id")
 				}
 				res.err = err
 				mu.Lock()
@@ -134,14 +140,36 @@ func upstreamSeen(t *testing.T, st *devstack.Stack) func() map[string]bool {
 	}
 }
 
+// upstreamCalls returns the request ids of the exchanges that failed after
+// their relay had sent them upstream, from the relays' log lines: a relay
+// that closes refuses an exchange whose request headers it had not written
+// (result "refused"), so "session_closed" and "upstream_error" mean sent.
+func upstreamCalls(t *testing.T, logs *testlog.Buffer) map[string]bool {
+	called := map[string]bool{}
+	for _, l := range logs.Lines(t) {
+		if l["role"] != "relay" || l["msg"] != "exchange" {
+			continue
+		}
+		switch l["result"] {
+		case "session_closed", "upstream_error":
+			if id, ok := l["request_id"].(string); ok {
+				called[id] = true
+			}
+		}
+	}
+	return called
+}
+
 // TestTwoRelaysOneKilledMidLoad: when one of two relays stops at once under
-// load, no request that had not reached the upstream fails: the dying relay
-// refuses those (and the edge retries them on the other relay), and new
-// requests go to the other relay. Requests that had reached the upstream
-// through it may fail, visibly.
+// load, no request fails that the relay had not yet sent upstream: the dying
+// relay refuses those (and the edge retries them on the other relay), and
+// new requests go to the other relay. Requests it had sent upstream may fail,
+// visibly. "Sent" is the relay's view (request headers written): a request
+// whose headers were on their way may still not have reached the upstream
+// when the connection was cut, and airlock must not send it twice.
 func TestTwoRelaysOneKilledMidLoad(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, transport string) {
-		st := startTwoRelays(t, transport)
+		st, logs := startTwoRelays(t, transport)
 		seen := upstreamSeen(t, st)
 		stop := make(chan struct{})
 		go func() {
@@ -152,19 +180,20 @@ func TestTwoRelaysOneKilledMidLoad(t *testing.T) {
 		}()
 		results := runLoad(t, st, 16, 20*time.Millisecond, stop)
 		reached := seen()
+		called := upstreamCalls(t, logs)
 		var ok, failedStarted, failedUnstarted int
 		for _, r := range results {
 			switch {
 			case r.err == nil && r.status == http.StatusOK:
 				ok++
-			case reached[r.id]:
+			case reached[r.id] || called[r.requestID]:
 				failedStarted++
 			default:
 				failedUnstarted++
-				t.Errorf("request %s failed (status %d, %v) without reaching the upstream", r.id, r.status, r.err)
+				t.Errorf("request %s failed (status %d, %v) before its relay sent it upstream", r.id, r.status, r.err)
 			}
 		}
-		t.Logf("FIGURE: %s: %d requests, %d ok, %d failed after reaching the upstream through the killed relay, %d failed before it",
+		t.Logf("FIGURE: %s: %d requests, %d ok, %d failed after the killed relay sent them upstream, %d failed before",
 			transport, len(results), ok, failedStarted, failedUnstarted)
 		if ok < len(results)/2 {
 			t.Errorf("only %d of %d requests succeeded", ok, len(results))
@@ -177,7 +206,7 @@ func TestTwoRelaysOneKilledMidLoad(t *testing.T) {
 // meanwhile go to the other relay: not one request fails.
 func TestRollingRestartLosesNothing(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, transport string) {
-		st := startTwoRelays(t, transport)
+		st, _ := startTwoRelays(t, transport)
 		stop := make(chan struct{})
 		drained := make(chan error, 1)
 		go func() {
