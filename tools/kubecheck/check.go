@@ -404,39 +404,44 @@ func keysOf(items []corev1.KeyToPath) []string {
 // refConfigMap checks that a ConfigMap (and each key) a pod refers to is in
 // the set, unless the reference is optional.
 func (c *checker) refConfigMap(o *Object, at, name string, keys []string, optional *bool) {
-	if optional != nil && *optional {
-		return
-	}
-	cm := c.configMaps[o.Namespace+"/"+name]
-	if cm == nil {
-		c.errorf(o, "%s: ConfigMap %q is not in the set", at, name)
-		return
-	}
-	for _, k := range keys {
-		_, inData := cm.Data[k]
-		_, inBinary := cm.BinaryData[k]
-		if !inData && !inBinary {
-			c.errorf(o, "%s: key %q is not in ConfigMap %q", at, k, name)
+	var has func(string) bool
+	if cm := c.configMaps[o.Namespace+"/"+name]; cm != nil {
+		has = func(k string) bool {
+			_, inData := cm.Data[k]
+			_, inBinary := cm.BinaryData[k]
+			return inData || inBinary
 		}
 	}
+	c.refKeys(o, at, "ConfigMap", name, keys, optional, has)
 }
 
 // refSecret checks that a Secret (and each key) a pod refers to is in the
 // set, unless the reference is optional.
 func (c *checker) refSecret(o *Object, at, name string, keys []string, optional *bool) {
+	var has func(string) bool
+	if s := c.secrets[o.Namespace+"/"+name]; s != nil {
+		has = func(k string) bool {
+			_, inData := s.Data[k]
+			_, inString := s.StringData[k]
+			return inData || inString
+		}
+	}
+	c.refKeys(o, at, "Secret", name, keys, optional, has)
+}
+
+// refKeys reports a reference to an object of kind that is not in the set
+// (has is nil) or to keys it lacks, unless the reference is optional.
+func (c *checker) refKeys(o *Object, at, kind, name string, keys []string, optional *bool, has func(key string) bool) {
 	if optional != nil && *optional {
 		return
 	}
-	s := c.secrets[o.Namespace+"/"+name]
-	if s == nil {
-		c.errorf(o, "%s: Secret %q is not in the set", at, name)
+	if has == nil {
+		c.errorf(o, "%s: %s %q is not in the set", at, kind, name)
 		return
 	}
 	for _, k := range keys {
-		_, inData := s.Data[k]
-		_, inString := s.StringData[k]
-		if !inData && !inString {
-			c.errorf(o, "%s: key %q is not in Secret %q", at, k, name)
+		if !has(k) {
+			c.errorf(o, "%s: key %q is not in %s %q", at, k, kind, name)
 		}
 	}
 }
