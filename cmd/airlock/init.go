@@ -101,7 +101,7 @@ Next steps:
   1. Copy relay.toml and relay.key to the relay VM (keep relay.key private), then there:
        export %s=sk-...            # the upstream API key
        airlock relay -config relay.toml
-     Open UDP port %s to the edge (QUIC).
+     Open port %s to the edge, UDP (QUIC) and TCP (the fallback where UDP is blocked).
   2. Here, inside the network:
        airlock edge -config edge.toml
   3. Point any OpenAI SDK at the edge (from this host; others use its name):
@@ -138,6 +138,10 @@ admin_listen = "127.0.0.1:9090"
 # This edge's tunnel key (relative paths are relative to this file).
 key_file = "edge.key"
 auth = "keys"
+# QUIC, falling back to TLS over TCP where UDP is blocked (and back to QUIC
+# when it works again). proxy_url = "http://user:pass@proxy:3128" sends the
+# TCP transport through a corporate CONNECT proxy.
+transport = "auto"
 
 [[client]]
 name = "default"
@@ -151,7 +155,8 @@ key = "{{.RelayKey}}"
 
 var relayTemplate = template.Must(template.New("relay.toml").Parse(`# airlock relay, written by "airlock init". Reference: deploy/examples/relay.toml.
 name = "relay"
-# UDP address for QUIC tunnels from edges.
+# Address for tunnels from edges: UDP for QUIC, and TCP for the fallback
+# where UDP is blocked (listen_tcp to move it, e.g. to port 443).
 listen = "0.0.0.0:{{.RelayPort}}"
 admin_listen = "127.0.0.1:9091"
 # This relay's tunnel key (relative paths are relative to this file).
