@@ -68,14 +68,14 @@ func dialQUIC(ctx context.Context, addr string, tlsConf *tls.Config, conf *quic.
 	if err != nil {
 		return quicConn{}, err
 	}
-	// A socket of the relay's address family: IPv4 sockets take quic-go's
-	// fast paths (GSO, ECN, DF) that a dual-stack one sending to mapped
-	// addresses may not.
-	local := &net.UDPAddr{IP: net.IPv4zero}
+	// A socket of the relay's address family ("udp" would give a
+	// dual-stack IPv6 socket even for 0.0.0.0): an IPv4 relay is reached
+	// over a plain IPv4 socket, not through v4-mapped IPv6 addresses.
+	network := "udp4"
 	if raddr.IP.To4() == nil {
-		local.IP = net.IPv6unspecified
+		network = "udp6"
 	}
-	udp, err := net.ListenUDP("udp", local)
+	udp, err := net.ListenUDP(network, nil)
 	if err != nil {
 		return quicConn{}, err
 	}
