@@ -710,6 +710,11 @@ func (ex *exchange) end() {
 	switch {
 	case ex.rejection != "":
 		ex.endReason = endRejected
+	case ex.endReason == endClientCancel && ex.meter != nil && ex.meter.Finished():
+		// The client left after the API's own end of the answer (an SSE
+		// client closes after "data: [DONE]"), before the relay's END
+		// reached the edge: it had the whole answer.
+		ex.endReason = endComplete
 	case ex.endReason != "":
 	case ex.status == statusClientClosed:
 		ex.endReason = endClientCancel

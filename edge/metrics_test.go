@@ -114,6 +114,12 @@ func TestAccessLogEndReason(t *testing.T) {
 		r.w.Write([]byte("data: 1\n\n"))
 		<-r.s.Context().Done() // until the edge aborts
 	}
+	doneThenHold := func(t *testing.T, r *fakeRelay) {
+		r.head(t)
+		sendSSEHead(t, r)
+		r.w.Write([]byte("data: [DONE]\n\n"))
+		<-r.s.Context().Done() // END comes too late: the client has gone
+	}
 	for _, tt := range []struct {
 		name  string
 		relay relayFunc
@@ -124,6 +130,7 @@ func TestAccessLogEndReason(t *testing.T) {
 		{"rejected", okRelay, "wrong", endRejected},
 		{"upstream cut", cutRelay, aliceKey, endUpstreamError},
 		{"client gone", holdRelay, aliceKey, endClientCancel},
+		{"client gone after [DONE]", doneThenHold, aliceKey, endComplete},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newTestEdge(t, nil, tt.relay)

@@ -27,6 +27,24 @@ type sseState struct {
 	name    int  // how many bytes of the field name matched "data"
 	afterCR bool // the last line ended in CR, so an LF that follows is part of it
 	hasData bool // the event has a data field
+	// done counts the bytes of the event's data that match "[DONE]", the
+	// end of a chat completions stream; -1 once they do not.
+	done int
+}
+
+// doneData is the data of the event that ends a chat completions stream.
+const doneData = "[DONE]"
+
+// matchDone matches the next bytes of the event's data against doneData.
+func (st *sseState) matchDone(p []byte) {
+	if st.done < 0 {
+		return
+	}
+	if st.done+len(p) > len(doneData) || string(p) != doneData[st.done:st.done+len(p)] {
+		st.done = -1
+		return
+	}
+	st.done += len(p)
 }
 
 // lf joins the data fields of an event.
@@ -81,6 +99,7 @@ func (m *Meter) writeSSE(p []byte) {
 			n := lineEnd(p[i:])
 			if st.line == lineData {
 				m.sc.feed(p[i : i+n])
+				st.matchDone(p[i : i+n])
 			}
 			if i += n; i < len(p) {
 				st.endLine(p[i])
@@ -111,6 +130,7 @@ func lineEnd(p []byte) int {
 func (m *Meter) beginData() {
 	if m.sse.hasData {
 		m.sc.feed(lf)
+		m.sse.done = -1 // data of several lines is never doneData
 	}
 	m.sse.hasData = true
 }
@@ -122,6 +142,10 @@ func (m *Meter) dispatch() {
 		return
 	}
 	m.sse.hasData = false
+	if m.sse.done == len(doneData) || (m.sc.doc == docDone && m.sc.isFinalEvent()) {
+		m.finished = true
+	}
+	m.sse.done = 0
 	if m.sc.doc == docDone {
 		if model := m.sc.model(); model != nil && string(model) != m.model {
 			m.model = string(model)

@@ -82,6 +82,8 @@ type Meter struct {
 	// Committed by SSE events that are complete.
 	model string // raw JSON string
 	usage []byte // raw JSON object, nil when none
+	// finished is set once an event stream's last event was seen.
+	finished bool
 }
 
 // NewMeter returns a meter for a response body with the given Content-Type
@@ -163,6 +165,21 @@ func (m *Meter) sniff(p []byte) []byte {
 		}
 	}
 	return nil
+}
+
+// Finished reports whether the body's end, as the API marks it, has been
+// seen: the close of a JSON body's top-level object, or an event stream's
+// last event (the data "[DONE]" of chat and completions streams, or a
+// Responses API terminal event). A client that leaves after that has had
+// the whole answer, even if the transport's own end had not come yet.
+func (m *Meter) Finished() bool {
+	switch m.kind {
+	case kindJSON:
+		return m.sc.doc == docDone
+	case kindSSE:
+		return m.finished
+	}
+	return false
 }
 
 // Result returns the usage reported in the body so far, and whether there was

@@ -590,3 +590,41 @@ func BenchmarkMeter(b *testing.B) {
 		})
 	}
 }
+
+// TestFinished: the API's own end of a body is recognised whatever the
+// chunking, and nothing short of it counts.
+func TestFinished(t *testing.T) {
+	chat := "data: {\"model\":\"m\",\"choices\":[]}\n\ndata: [DONE]\n\n"
+	responses := "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"model\":\"m\",\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}}\n\n"
+	for _, tt := range []struct {
+		name, contentType, body string
+		want                    bool
+	}{
+		{"chat stream", "text/event-stream", chat, true},
+		{"chat stream, CRLF", "text/event-stream", strings.ReplaceAll(chat, "\n", "\r\n"), true},
+		{"chat stream cut before [DONE]", "text/event-stream", chat[:strings.Index(chat, "data: [DONE]")], false},
+		{"chat stream cut inside [DONE]", "text/event-stream", chat[:len(chat)-4], false},
+		{"[DONE] not ended by a blank line", "text/event-stream", strings.TrimSuffix(chat, "\n"), false},
+		{"data that only starts like [DONE]", "text/event-stream", "data: [DONE]x\n\n", false},
+		{"[DONE] in two data lines", "text/event-stream", "data: [DO\ndata: NE]\n\n", false},
+		{"responses stream", "text/event-stream", responses, true},
+		{"responses delta only", "text/event-stream", "data: {\"type\":\"response.output_text.delta\",\"delta\":\"x\"}\n\n", false},
+		{"JSON", "application/json", `{"model":"m","usage":{"prompt_tokens":1}}`, true},
+		{"JSON cut", "application/json", `{"model":"m","usage":{"prompt_tokens":1}`, false},
+		{"not metered", "audio/mpeg", "ID3", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, size := range []int{1, 3, len(tt.body)} {
+				m := NewMeter(tt.contentType)
+				for b := []byte(tt.body); len(b) > 0; {
+					n := min(size, len(b))
+					m.Write(b[:n])
+					b = b[n:]
+				}
+				if got := m.Finished(); got != tt.want {
+					t.Errorf("chunks of %d: Finished() = %v, want %v", size, got, tt.want)
+				}
+			}
+		})
+	}
+}
