@@ -150,5 +150,14 @@ func peerFingerprint(rawCerts [][]byte) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("parsing peer certificate: %w", err)
 	}
-	return Fingerprint(c.PublicKey)
+	return certFingerprint([]*x509.Certificate{c})
+}
+
+// certFingerprint returns the fingerprint of the first certificate of a
+// verified TLS connection's peer chain.
+func certFingerprint(certs []*x509.Certificate) (string, error) {
+	if len(certs) == 0 {
+		return "", errors.New("peer presented no certificate")
+	}
+	return Fingerprint(certs[0].PublicKey)
 }

@@ -126,11 +126,7 @@ func (q quicConn) attachControl(*controlStream) {}
 func (q quicConn) peerReset(*proto.StreamReset) bool { return false }
 
 func (q quicConn) peerKey() (string, error) {
-	certs := q.c.ConnectionState().TLS.PeerCertificates
-	if len(certs) == 0 {
-		return "", errors.New("peer presented no certificate")
-	}
-	return Fingerprint(certs[0].PublicKey)
+	return certFingerprint(q.c.ConnectionState().TLS.PeerCertificates)
 }
 
 // quicStream adapts a *quic.Stream to Stream.

@@ -11,36 +11,47 @@ import (
 	"github.com/airlock-proxy/airlock/proto"
 )
 
+// Why a connection attempt failed: the indexes of FailureReasons.
+const (
+	failTimeout = iota
+	failNetwork
+	failPinMismatch
+	failUnauthorized
+	failProxyAuth
+	failProtocol
+	numFailureReasons
+)
+
 // FailureReasons are the values of the reason of a failed connection
 // attempt, in [ClientStats] and [ServerStats]: a small fixed set, fit for a
 // metric label.
-var FailureReasons = []string{
-	"timeout",      // no answer in time (UDP blocked, relay down, path dead)
-	"network",      // refused, reset, unreachable, DNS
-	"pin_mismatch", // the relay presented another key than the pinned one
-	"unauthorized", // the relay does not know this edge's key
-	"proxy_auth",   // the CONNECT proxy refused the credentials
-	"protocol",     // a malformed or unexpected handshake, another version
+var FailureReasons = [numFailureReasons]string{
+	failTimeout:      "timeout",      // no answer in time (UDP blocked, relay down, path dead)
+	failNetwork:      "network",      // refused, reset, unreachable, DNS
+	failPinMismatch:  "pin_mismatch", // the relay presented another key than the pinned one
+	failUnauthorized: "unauthorized", // the relay does not know this edge's key
+	failProxyAuth:    "proxy_auth",   // the CONNECT proxy refused the credentials
+	failProtocol:     "protocol",     // a malformed or unexpected handshake, another version
 }
 
-// failureReason classifies why a connection attempt failed, as one of
-// FailureReasons (by index).
+// failureReason classifies why a connection attempt failed, as an index of
+// FailureReasons.
 func failureReason(err error) int {
 	var ne net.Error
 	switch {
 	case errors.Is(err, ErrPinMismatch):
-		return 2
+		return failPinMismatch
 	case errors.Is(err, ErrUnknownPeer):
-		return 3
+		return failUnauthorized
 	case errors.Is(err, ErrProxyAuth):
-		return 4
+		return failProxyAuth
 	case errors.Is(err, proto.ErrProtocol), errors.Is(err, errVersion):
-		return 5
+		return failProtocol
 	case errors.Is(err, errHandshakeTimeout), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return 0
+		return failTimeout
 	}
-	return 1
+	return failNetwork
 }
 
 // ioCounters count the payload bytes of a connection's streams, control
@@ -62,7 +73,7 @@ func (c *ioCounters) addReceived(n int) {
 }
 
 // failureCounters count failed connection attempts by reason.
-type failureCounters [6]atomic.Uint64
+type failureCounters [numFailureReasons]atomic.Uint64
 
 func (f *failureCounters) add(err error) { f[failureReason(err)].Add(1) }
 

@@ -146,8 +146,7 @@ type yamuxConn struct {
 
 	mu      sync.Mutex
 	streams map[uint32]*yamuxStream // open streams, for the peer's STREAM_RESETs
-	ctrl    *proto.ControlWriter    // nil until the control stream is up
-	ctrlSt  stream
+	ctrl    *controlStream          // nil until the control stream is up
 	resets  chan pendingReset
 }
 
@@ -253,13 +252,13 @@ func (e *closeError) Error() string {
 // to the peer first in a GOAWAY, within a second.
 func (c *yamuxConn) closeWithError(code closeCode, msg string) {
 	c.mu.Lock()
-	ctrl, st := c.ctrl, c.ctrlSt
+	ctrl := c.ctrl
 	c.mu.Unlock()
 	if ctrl != nil && closeCause(c) == nil {
 		switch code {
 		case closeVersion, closeUnauthorized, closeProtocol:
-			st.SetDeadline(time.Now().Add(time.Second))
-			_ = ctrl.WriteMessage(&proto.GoAway{Reason: msg})
+			ctrl.st.SetDeadline(time.Now().Add(time.Second))
+			_ = ctrl.w.WriteMessage(&proto.GoAway{Reason: msg})
 		}
 	}
 	c.cancel(&closeError{code: code, msg: msg})
@@ -272,11 +271,7 @@ func (c *yamuxConn) remoteAddr() net.Addr     { return c.tc.RemoteAddr() }
 func (c *yamuxConn) transport() string        { return TransportTCP }
 
 func (c *yamuxConn) peerKey() (string, error) {
-	certs := c.tc.ConnectionState().PeerCertificates
-	if len(certs) == 0 {
-		return "", errors.New("peer presented no certificate")
-	}
-	return Fingerprint(certs[0].PublicKey)
+	return certFingerprint(c.tc.ConnectionState().PeerCertificates)
 }
 
 // attachControl starts the goroutine that sends this side's STREAM_RESETs
@@ -287,8 +282,8 @@ func (c *yamuxConn) attachControl(cs *controlStream) {
 	if c.ctrl != nil {
 		return
 	}
+	c.ctrl = cs
 	w := cs.w
-	c.ctrl, c.ctrlSt = w, cs.st
 	c.wg.Go(func() {
 		for {
 			select {
