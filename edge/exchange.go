@@ -72,7 +72,12 @@ type exchange struct {
 	// meter reads the token usage from a successful response's body as
 	// it passes; nil otherwise.
 	meter *usage.Meter
-	err   error
+	// Set by end, for the metrics and the access log: the route label, and
+	// the usage the upstream reported (tokens is false without a report).
+	route  string
+	used   usage.Usage
+	tokens bool
+	err    error
 }
 
 // run carries the request to the relay and the answer back.
@@ -724,16 +729,12 @@ func (ex *exchange) end() {
 	if ex.body != nil && ex.body.ended() {
 		ex.bytesIn += ex.body.n
 	}
+	ex.route = routeOf(ex.r.URL.Path)
+	if ex.meter != nil {
+		ex.used, ex.tokens = ex.meter.Result()
+	}
 	ex.h.metrics.observe(ex)
 	ex.logLine()
-}
-
-// usage returns the token usage the upstream reported in the response.
-func (ex *exchange) usage() (usage.Usage, bool) {
-	if ex.meter == nil {
-		return usage.Usage{}, false
-	}
-	return ex.meter.Result()
 }
 
 // clientLabel is the client of the metrics and logs: its configured name,
@@ -775,7 +776,7 @@ func (ex *exchange) logLine() {
 		slog.String("request_id", ex.id),
 		slog.String("client", ex.clientLabel()),
 		slog.String("method", ex.r.Method),
-		slog.String("route", routeOf(ex.r.URL.Path)),
+		slog.String("route", ex.route),
 		slog.String("path", ex.r.URL.Path),
 		slog.String("upstream", upstream),
 		slog.Int("status", ex.status),
@@ -790,9 +791,9 @@ func (ex *exchange) logLine() {
 	if ex.retries > 0 {
 		attrs = append(attrs, slog.Int("retries", ex.retries))
 	}
-	if u, ok := ex.usage(); ok {
-		attrs = append(attrs, slog.String("model", u.Model),
-			slog.Int64("prompt_tokens", u.PromptTokens), slog.Int64("completion_tokens", u.CompletionTokens))
+	if ex.tokens {
+		attrs = append(attrs, slog.String("model", ex.used.Model),
+			slog.Int64("prompt_tokens", ex.used.PromptTokens), slog.Int64("completion_tokens", ex.used.CompletionTokens))
 	}
 	if ex.err != nil && !errors.Is(ex.err, context.Canceled) {
 		attrs = append(attrs, slog.String("error", ex.err.Error()))

@@ -122,7 +122,7 @@ func newEdgeMetrics(reg prometheus.Registerer) *edgeMetrics {
 
 // observe records one finished exchange.
 func (m *edgeMetrics) observe(ex *exchange) {
-	route := routeOf(ex.r.URL.Path)
+	route := ex.route
 	m.requests.WithLabelValues(route, ex.upstreamLabel(), metrics.StatusClass(ex.status)).Inc()
 	m.duration.WithLabelValues(route).Observe(ex.duration.Seconds())
 	if ex.ttfb > 0 {
@@ -135,10 +135,10 @@ func (m *edgeMetrics) observe(ex *exchange) {
 	if ex.retries > 0 {
 		m.retries.Add(float64(ex.retries))
 	}
-	if u, ok := ex.usage(); ok {
-		client, model := ex.clientLabel(), modelLabel(u.Model)
-		m.tokens.WithLabelValues(client, model, "prompt", ex.endReason).Add(float64(u.PromptTokens))
-		m.tokens.WithLabelValues(client, model, "completion", ex.endReason).Add(float64(u.CompletionTokens))
+	if ex.tokens {
+		client, model := ex.clientLabel(), modelLabel(ex.used.Model)
+		m.tokens.WithLabelValues(client, model, "prompt", ex.endReason).Add(float64(ex.used.PromptTokens))
+		m.tokens.WithLabelValues(client, model, "completion", ex.endReason).Add(float64(ex.used.CompletionTokens))
 	}
 }
 
