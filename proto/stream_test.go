@@ -114,18 +114,7 @@ func TestWriteDataFraming(t *testing.T) {
 			if _, err := r.ReadRequestHead(); err != nil {
 				t.Fatal(err)
 			}
-			buf := make([]byte, 1<<20)
-			var body []byte
-			for _, want := range tt.wantFrames {
-				n, err := r.Read(buf)
-				if err != nil || n != want {
-					t.Fatalf("Read: got (%d, %v), want (%d, nil)", n, err, want)
-				}
-				body = append(body, buf[:n]...)
-			}
-			if n, err := r.Read(buf); n != 0 || err != io.EOF {
-				t.Fatalf("Read at END: got (%d, %v), want (0, EOF)", n, err)
-			}
+			body := readFrames(t, r, tt.wantFrames)
 			if !bytes.Equal(body, p) {
 				t.Fatal("body: got different bytes, want those written")
 			}
@@ -197,18 +186,7 @@ func TestReadFromOneFramePerRead(t *testing.T) {
 				if _, err := r.ReadRequestHead(); err != nil {
 					t.Fatal(err)
 				}
-				buf := make([]byte, 1<<20)
-				var body []byte
-				for _, want := range tt.wantFrames {
-					n, err := r.Read(buf)
-					if err != nil || n != want {
-						t.Fatalf("Read: got (%d, %v), want one frame (%d, nil)", n, err, want)
-					}
-					body = append(body, buf[:n]...)
-				}
-				if n, err := r.Read(buf); n != 0 || err != io.EOF {
-					t.Fatalf("Read at END: got (%d, %v), want (0, EOF)", n, err)
-				}
+				body := readFrames(t, r, tt.wantFrames)
 				if !bytes.Equal(body, want) {
 					t.Fatal("body: got different bytes, want the source's")
 				}
@@ -767,4 +745,23 @@ func TestReaderLimitBelowWriter(t *testing.T) {
 	}
 	_, _, err := readExchange(&wire, requestSide, Limits{MaxDataSize: 1 << 10})
 	checkErr(t, err, ErrProtocol)
+}
+
+// readFrames reads the body from r, one Read per DATA frame of the sizes in
+// frames, then checks that the next Read ends the body at END.
+func readFrames(t *testing.T, r *Reader, frames []int) []byte {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	var body []byte
+	for _, want := range frames {
+		n, err := r.Read(buf)
+		if err != nil || n != want {
+			t.Fatalf("Read: got (%d, %v), want one frame (%d, nil)", n, err, want)
+		}
+		body = append(body, buf[:n]...)
+	}
+	if n, err := r.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("Read at END: got (%d, %v), want (0, EOF)", n, err)
+	}
+	return body
 }
