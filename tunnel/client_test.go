@@ -103,30 +103,38 @@ func TestRoundTrip(t *testing.T) {
 }
 
 // refusedEdge starts a relay that accepts relayAccepts and an edge that
-// pins pin, and waits for the edge's first failed attempt. called receives
-// if the relay's handler ever runs.
-func refusedEdge(t *testing.T, transport string, relayID, edgeID *Identity, relayAccepts, pin string) (e *testEdge, r *testRelay, called chan struct{}) {
+// pins pin, waits for the edge's first failed attempt, and checks that its
+// error wraps sentinel and says want, and, when the test ends, that the
+// relay's handler never ran.
+func refusedEdge(t *testing.T, transport string, relayID, edgeID *Identity, relayAccepts, pin string, sentinel error, want string) (*testEdge, *testRelay) {
 	t.Helper()
-	called = make(chan struct{}, 1)
-	r = startRelay(t, relayID, "127.0.0.1:0", edgeAuth(relayAccepts),
+	called := make(chan struct{}, 1)
+	r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(relayAccepts),
 		HandlerFunc(func(ctx context.Context, _ *Peer, s Stream) { called <- struct{}{}; s.Close() }))
-	e = startEdge(t, edgeID, r.Addr().String(), pin, transport)
+	e := startEdge(t, edgeID, r.Addr().String(), pin, transport)
 	eventually(t, 2*time.Second, "a failed attempt", func() bool { return e.LastError() != nil })
-	return e, r, called
+	err := e.LastError()
+	if !errors.Is(err, sentinel) {
+		t.Fatalf("LastError() = %v, want %v", err, sentinel)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("LastError() = %q, want it to contain %q", err, want)
+	}
+	t.Cleanup(func() {
+		select {
+		case <-called:
+			t.Error("handler was called")
+		default:
+		}
+	})
+	return e, r
 }
 
 func TestPinMismatch(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, transport string) {
 		relayID, edgeID, otherID := mustIdentity(t), mustIdentity(t), mustIdentity(t)
-		e, _, called := refusedEdge(t, transport, relayID, edgeID, edgeID.Fingerprint(), otherID.Fingerprint())
-		err := e.LastError()
-		if !errors.Is(err, ErrPinMismatch) {
-			t.Fatalf("LastError() = %v, want ErrPinMismatch", err)
-		}
-		want := "relay key " + relayID.Fingerprint() + " does not match the pinned key " + otherID.Fingerprint()
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("LastError() = %q, want it to contain %q", err, want)
-		}
+		e, _ := refusedEdge(t, transport, relayID, edgeID, edgeID.Fingerprint(), otherID.Fingerprint(), ErrPinMismatch,
+			"relay key "+relayID.Fingerprint()+" does not match the pinned key "+otherID.Fingerprint())
 		if e.Ready() {
 			t.Error("Ready() = true with a mismatched pin")
 		}
@@ -136,26 +144,14 @@ func TestPinMismatch(t *testing.T) {
 		if _, _, err := e.OpenStream(context.Background()); !errors.Is(err, ErrNoSession) {
 			t.Errorf("OpenStream: got %v, want ErrNoSession", err)
 		}
-		select {
-		case <-called:
-			t.Error("handler was called")
-		default:
-		}
 	})
 }
 
 func TestUnknownEdge(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, transport string) {
 		relayID, edgeID, otherID := mustIdentity(t), mustIdentity(t), mustIdentity(t)
-		e, r, called := refusedEdge(t, transport, relayID, edgeID, otherID.Fingerprint(), relayID.Fingerprint())
-		err := e.LastError()
-		if !errors.Is(err, ErrUnknownPeer) {
-			t.Fatalf("LastError() = %v, want ErrUnknownPeer", err)
-		}
-		want := "relay refused this edge's key " + edgeID.Fingerprint() + ": add it to the relay's [[edge]] list"
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("LastError() = %q, want it to contain %q", err, want)
-		}
+		e, r := refusedEdge(t, transport, relayID, edgeID, otherID.Fingerprint(), relayID.Fingerprint(), ErrUnknownPeer,
+			"relay refused this edge's key "+edgeID.Fingerprint()+": add it to the relay's [[edge]] list")
 		if logs, want := r.logs.String(), "refused edge key "+edgeID.Fingerprint(); !strings.Contains(logs, want) {
 			t.Errorf("relay logs lack %q", want)
 		}
@@ -167,11 +163,6 @@ func TestUnknownEdge(t *testing.T) {
 		}
 		if f := r.Stats().Failures; f["unauthorized"] == 0 {
 			t.Errorf("relay Stats().Failures = %v, want unauthorized counted", f)
-		}
-		select {
-		case <-called:
-			t.Error("handler was called")
-		default:
 		}
 	})
 }
