@@ -69,13 +69,12 @@ type Client struct {
 	done      chan struct{} // closed by Close
 	wg        sync.WaitGroup
 
-	mu        sync.Mutex
-	sess      *clientSession     // the session new streams go to; nil when down or draining
-	ready     chan struct{}      // closed while sess != nil
-	lastErr   error              // why the last attempt or session failed
-	closed    bool               // Close was called
-	running   bool               // Run is running
-	cancelRun context.CancelFunc // ends Run's context
+	mu      sync.Mutex
+	sess    *clientSession // the session new streams go to; nil when down or draining
+	ready   chan struct{}  // closed while sess != nil
+	lastErr error          // why the last attempt or session failed
+
+	guard runGuard
 }
 
 // clientSession is one connection to the relay, past WELCOME.
@@ -164,6 +163,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Client{
+		guard:   runGuard{what: "tunnel client"},
 		opts:    opts,
 		cfg:     cfg,
 		pin:     pin,
@@ -189,28 +189,10 @@ func NewClient(opts ClientOptions) (*Client, error) {
 // Run blocks. It returns nil after Close, ctx.Err() when ctx ends, and
 // ErrClosed when called after Close. Only one Run may be active at a time.
 func (c *Client) Run(ctx context.Context) error {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return ErrClosed
+	ctx, err := c.guard.start(ctx)
+	if err != nil {
+		return err
 	}
-	if c.running {
-		c.mu.Unlock()
-		return errors.New("tunnel client: Run is already running")
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	c.running = true
-	c.cancelRun = cancel
-	c.wg.Add(1)
-	c.mu.Unlock()
-	defer func() {
-		cancel()
-		c.mu.Lock()
-		c.running = false
-		c.cancelRun = nil
-		c.mu.Unlock()
-		c.wg.Done()
-	}()
 
 	failures := 0
 	for {
@@ -246,12 +228,11 @@ func (c *Client) Run(ctx context.Context) error {
 			break
 		}
 	}
-	select {
-	case <-c.done:
-		return nil
-	default:
-		return ctx.Err()
+	err = ctx.Err()
+	if c.guard.end() {
+		return nil // Close ended Run
 	}
+	return err
 }
 
 // connect dials the relay and does the control handshake over the
@@ -647,13 +628,15 @@ func (c *Client) Ready() bool {
 func (c *Client) WaitReady(ctx context.Context) error {
 	for {
 		c.mu.Lock()
-		up, ready, closed := c.sess != nil, c.ready, c.closed
+		up, ready := c.sess != nil, c.ready
 		c.mu.Unlock()
-		switch {
-		case up:
+		if up {
 			return nil
-		case closed:
+		}
+		select {
+		case <-c.done:
 			return ErrClosed
+		default:
 		}
 		select {
 		case <-ready:
@@ -682,15 +665,10 @@ func (c *Client) LastError() error {
 // Close ends Run, closes the session and waits until all the client's
 // goroutines have returned. Streams in flight fail. Close is idempotent.
 func (c *Client) Close() error {
-	c.mu.Lock()
-	if !c.closed {
-		c.closed = true
+	if c.guard.close() {
 		close(c.done)
-		if c.cancelRun != nil {
-			c.cancelRun()
-		}
 	}
-	c.mu.Unlock()
+	c.guard.wait()
 	c.wg.Wait()
 	return nil
 }

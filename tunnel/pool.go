@@ -48,11 +48,8 @@ type Pool struct {
 	clients []*Client // relay i's connections are clients[i*n : (i+1)*n]
 	perRly  int
 
-	mu        sync.Mutex
-	running   bool
-	closed    bool
-	cancelRun context.CancelFunc
-	wg        sync.WaitGroup
+	guard runGuard
+	wg    sync.WaitGroup // the goroutines that start each relay's connections
 }
 
 // NewPool checks opts and returns a Pool. It does not dial: call Run.
@@ -67,7 +64,7 @@ func NewPool(opts PoolOptions) (*Pool, error) {
 	case n < 0:
 		return nil, fmt.Errorf("tunnel pool: tunnel.connections = %d: want a positive number", n)
 	}
-	p := &Pool{relays: opts.Relays, perRly: n}
+	p := &Pool{relays: opts.Relays, perRly: n, guard: runGuard{what: "tunnel pool"}}
 	for i, r := range opts.Relays {
 		for k := range n {
 			o := opts.Client
@@ -92,19 +89,10 @@ func NewPool(opts PoolOptions) (*Pool, error) {
 // handshakes at once. Run blocks, and returns nil after Close, ctx.Err()
 // when ctx ends, and ErrClosed when called after Close.
 func (p *Pool) Run(ctx context.Context) error {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return ErrClosed
+	ctx, err := p.guard.start(ctx)
+	if err != nil {
+		return err
 	}
-	if p.running {
-		p.mu.Unlock()
-		return errors.New("tunnel pool: Run is already running")
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	p.running, p.cancelRun = true, cancel
-	p.mu.Unlock()
-	defer cancel()
 
 	for i := range p.relays {
 		conns := p.clients[i*p.perRly : (i+1)*p.perRly]
@@ -121,14 +109,11 @@ func (p *Pool) Run(ctx context.Context) error {
 		})
 	}
 	p.wg.Wait()
-	p.mu.Lock()
-	closed := p.closed
-	p.running = false
-	p.mu.Unlock()
-	if closed {
+	err = ctx.Err()
+	if p.guard.end() {
 		return nil
 	}
-	return ctx.Err()
+	return err
 }
 
 // OpenStream opens a stream on the healthiest session up, skipping the
@@ -286,12 +271,7 @@ func (p *Pool) LastError() error {
 // Close ends Run, closes every session and waits for all goroutines.
 // Streams in flight fail. Close is idempotent.
 func (p *Pool) Close() error {
-	p.mu.Lock()
-	p.closed = true
-	if p.cancelRun != nil {
-		p.cancelRun()
-	}
-	p.mu.Unlock()
+	p.guard.close()
 	for _, c := range p.clients {
 		c.Close()
 	}
