@@ -109,9 +109,8 @@ func NewHandler(cfg *Config, logger *slog.Logger, reg prometheus.Registerer) (*H
 	if cfg == nil {
 		return nil, errors.New("relay: no configuration")
 	}
-	c := cfg.Clone()
-	c.SetDefaults()
-	if err := c.validatePeers(); err != nil {
+	c, p, err := loadPeers(cfg)
+	if err != nil {
 		return nil, err
 	}
 	if logger == nil {
@@ -119,10 +118,6 @@ func NewHandler(cfg *Config, logger *slog.Logger, reg prometheus.Registerer) (*H
 	}
 	if reg == nil {
 		reg = prometheus.NewRegistry()
-	}
-	p, err := newPeers(c)
-	if err != nil {
-		return nil, err
 	}
 	h := &Handler{
 		metrics:     newRelayMetrics(reg),
@@ -149,17 +144,27 @@ func (h *Handler) setPeers(p *peers) {
 // reload validates cfg's edges and upstreams and, if they are valid, uses
 // them from now on. Upstream keys are read again from their sources.
 func (h *Handler) reload(cfg *Config) error {
-	c := cfg.Clone()
-	c.SetDefaults()
-	if err := c.validatePeers(); err != nil {
-		return err
-	}
-	p, err := newPeers(c)
+	_, p, err := loadPeers(cfg)
 	if err != nil {
 		return err
 	}
 	h.setPeers(p)
 	return nil
+}
+
+// loadPeers copies cfg, fills in its defaults, validates its edges and
+// upstreams and builds them; it returns the filled-in copy too.
+func loadPeers(cfg *Config) (*Config, *peers, error) {
+	c := cfg.Clone()
+	c.SetDefaults()
+	if err := c.validatePeers(); err != nil {
+		return nil, nil, err
+	}
+	p, err := newPeers(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, p, nil
 }
 
 // Authorize maps an edge's key fingerprint to its configured name and the
@@ -358,10 +363,6 @@ func (ex *exchange) serve(ctx context.Context) {
 	resp, err := up.transport.RoundTrip(req)
 	ex.ttfb = time.Since(ex.start)
 	ex.upstreamTime = time.Since(upStart)
-	if err == nil {
-		ex.upstreamStatus = resp.StatusCode
-		ex.judgeKey(up, resp)
-	}
 	if err != nil {
 		if ctx.Err() != nil && !ex.wroteHeaders.Load() && ex.s.Context().Err() == nil {
 			// The relay closes and the upstream never got the request:
@@ -378,6 +379,8 @@ func (ex *exchange) serve(ctx context.Context) {
 		return
 	}
 	defer resp.Body.Close()
+	ex.upstreamStatus = resp.StatusCode
+	ex.judgeKey(up, resp)
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		ex.switchProtocols(upCtx, resp, upgrade)
 		return
