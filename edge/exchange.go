@@ -278,13 +278,12 @@ func (ex *exchange) open(avoid []string) bool {
 			ex.fail(streamError(ex.refusal))
 			return false
 		}
-		msg := "airlock edge: no tunnel to a relay is up; retry shortly"
+		msg := "airlock edge: opening a tunnel stream to the relay failed; retry shortly"
 		switch {
 		case errors.Is(err, tunnel.ErrNoSession):
+			msg = "airlock edge: no tunnel to a relay is up; retry shortly"
 		case errors.Is(err, context.DeadlineExceeded):
 			msg = "airlock edge: the tunnel to the relay did not grant a stream in time; retry shortly"
-		default:
-			msg = "airlock edge: opening a tunnel stream to the relay failed; retry shortly"
 		}
 		ex.fail(&apiError{
 			status: http.StatusServiceUnavailable, typ: apierror.TypeServer, code: codeTunnelUnavailable,
@@ -746,31 +745,38 @@ func (ex *exchange) clientLabel() string {
 	return ex.client.name
 }
 
+// upstreamName is the upstream the request was for: the one the client
+// named, else the default of the relay that took it.
+func (ex *exchange) upstreamName() string {
+	if ex.upstream == "" && ex.peer != nil && len(ex.peer.Upstreams) > 0 {
+		return ex.peer.Upstreams[0]
+	}
+	return ex.upstream
+}
+
 // upstreamLabel is the upstream of the metrics: a name the relay listed for
 // this edge, "other" for a name it did not (so that clients cannot add time
 // series), "none" when no relay was reached.
 func (ex *exchange) upstreamLabel() string {
-	switch {
-	case ex.peer == nil:
+	if ex.peer == nil {
 		return "none"
-	case ex.upstream == "" && len(ex.peer.Upstreams) > 0:
-		return ex.peer.Upstreams[0]
-	case slices.Contains(ex.peer.Upstreams, ex.upstream):
-		return ex.upstream
+	}
+	if name := ex.upstreamName(); slices.Contains(ex.peer.Upstreams, name) {
+		return name
 	}
 	return "other"
 }
 
-// logLine writes the access log line. It never logs bodies, keys or the
-// Authorization header.
+// logLine writes the access log line, unless the log level is above info.
+// It never logs bodies, keys or the Authorization header.
 func (ex *exchange) logLine() {
+	ctx := context.Background()
+	if !ex.h.logger.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
 	var relay, transport string
-	upstream := ex.upstream
 	if ex.peer != nil {
 		relay, transport = ex.peer.Name, ex.peer.Transport
-		if upstream == "" && len(ex.peer.Upstreams) > 0 {
-			upstream = ex.peer.Upstreams[0]
-		}
 	}
 	attrs := []slog.Attr{
 		slog.String("request_id", ex.id),
@@ -778,7 +784,7 @@ func (ex *exchange) logLine() {
 		slog.String("method", ex.r.Method),
 		slog.String("route", ex.route),
 		slog.String("path", ex.r.URL.Path),
-		slog.String("upstream", upstream),
+		slog.String("upstream", ex.upstreamName()),
 		slog.Int("status", ex.status),
 		slog.Int64("bytes_in", ex.bytesIn),
 		slog.Int64("bytes_out", ex.bytesOut),
@@ -798,5 +804,5 @@ func (ex *exchange) logLine() {
 	if ex.err != nil && !errors.Is(ex.err, context.Canceled) {
 		attrs = append(attrs, slog.String("error", ex.err.Error()))
 	}
-	ex.h.logger.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
+	ex.h.logger.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
 }
