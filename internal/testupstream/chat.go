@@ -236,8 +236,7 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	if req.Model == "" {
-		badRequest(w, "model", "you must provide a model parameter")
+	if !requireModel(w, req.Model) {
 		return
 	}
 	if len(req.Messages) == 0 {
@@ -322,8 +321,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	if req.Model == "" {
-		badRequest(w, "model", "you must provide a model parameter")
+	if !requireModel(w, req.Model) {
 		return
 	}
 	prompts, ok := embeddingInputs(req.Prompt)

@@ -101,8 +101,7 @@ func (s *Server) transcriptions(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, "file", "you must provide a file")
 		return
 	}
-	if f.fields["model"] == "" {
-		badRequest(w, "model", "you must provide a model parameter")
+	if !requireModel(w, f.fields["model"]) {
 		return
 	}
 	text := TranscriptionText(f.bytes, f.filename)

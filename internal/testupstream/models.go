@@ -82,8 +82,7 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	if req.Model == "" {
-		badRequest(w, "model", "you must provide a model parameter")
+	if !requireModel(w, req.Model) {
 		return
 	}
 	inputs, ok := embeddingInputs(req.Input)

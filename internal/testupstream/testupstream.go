@@ -403,6 +403,16 @@ func badRequest(w http.ResponseWriter, param, msg string) {
 	writeError(w, http.StatusBadRequest, apierror.TypeInvalidRequest, "", param, "airlock test upstream: "+msg)
 }
 
+// requireModel answers 400 and returns false when model is empty, as the
+// API does for a request without one.
+func requireModel(w http.ResponseWriter, model string) bool {
+	if model == "" {
+		badRequest(w, "model", "you must provide a model parameter")
+		return false
+	}
+	return true
+}
+
 // writeJSON answers status with v as JSON and a Content-Length.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
