@@ -457,7 +457,10 @@ func (c *Client) serve(ctx context.Context, sess *clientSession) error {
 
 // keepAlive sends a PING at once and then every Config.PingInterval, and
 // measures the round trip from each PONG. It returns when the session dies:
-// a PING without PONG in Config.PingTimeout, the control stream failed
+// a PING without PONG in Config.PingTimeout and nothing at all heard from
+// the relay in that time (a PONG held up behind busy or blocked streams
+// while the relay's packets keep arriving is late, not lost: the wait goes
+// on, one PingTimeout of silence at a time), the control stream failed
 // (readerDone, whose value it puts back for serve), the relay drained the
 // session (GOAWAY, and the last stream finished), the connection closed, or
 // ctx ended.
@@ -468,11 +471,11 @@ func (c *Client) keepAlive(ctx context.Context, sess *clientSession, pongs <-cha
 	timeout.Stop()
 	defer timeout.Stop()
 
-	var nextID, pending uint64
+	var nextID, pending, heard uint64
 	var sentAt time.Time
 	ping := func() error {
 		nextID++
-		pending, sentAt = nextID, time.Now()
+		pending, sentAt, heard = nextID, time.Now(), sess.conn.heard()
 		timeout.Reset(c.cfg.PingTimeout.Duration)
 		return sess.ctrl.w.WriteMessage(&proto.Ping{ID: pending})
 	}
@@ -494,7 +497,13 @@ func (c *Client) keepAlive(ctx context.Context, sess *clientSession, pongs <-cha
 				timeout.Stop()
 			}
 		case <-timeout.C:
-			return fmt.Errorf("%w in %s", errPingTimeout, c.cfg.PingTimeout.Duration)
+			if now := sess.conn.heard(); now != heard {
+				// Late, not dead: the relay is sending.
+				heard = now
+				timeout.Reset(c.cfg.PingTimeout.Duration)
+				continue
+			}
+			return fmt.Errorf("%w in %s and nothing else heard from the relay", errPingTimeout, c.cfg.PingTimeout.Duration)
 		case err := <-readerDone:
 			// Put it back for serve, which waits for the reader.
 			readerDone <- err

@@ -14,19 +14,32 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/quicvarint"
 
 	"github.com/airlock-proxy/airlock/proto"
 )
 
-// Flow-control windows. Each exchange may carry a large upload or a fast
-// stream of tokens, and many run at once on one connection, so the windows
-// are far larger than quic-go's defaults (512 KiB initial, 6 MiB and 15 MiB
-// maximum): a stream never waits for credit on a long, fat path.
+// Flow-control windows.
+//
+// Each exchange may carry a large upload or a fast stream of tokens, so the
+// stream windows are far larger than quic-go's defaults (512 KiB initial,
+// 6 MiB maximum): a stream never waits for credit on a long, fat path. The
+// stream window is also what one stream whose reader stalls (a client that
+// stops reading its answer, an upstream that stops reading its upload) may
+// hold unread on the receiving side, so it is bounded at 8 MiB: 430 Mbit/s
+// per stream at 150 ms.
+//
+// The connection window is not a limit at all (issue 8): a connection-wide
+// window is shared by every stream, so a few stalled streams with full
+// stream windows would use it up and stop every other exchange and the
+// control stream with it. Memory is bounded per stream instead (the stream
+// window), and the number of streams by the relay's MaxStreams and the
+// edge's per-client max_concurrent. Both peers are authenticated airlock
+// processes, so a window they could abuse is not exposed to anyone else.
 const (
-	initialStreamWindow     = 1 << 20  // 1 MiB
-	maxStreamWindow         = 16 << 20 // 16 MiB
-	initialConnectionWindow = 4 << 20  // 4 MiB
-	maxConnectionWindow     = 64 << 20 // 64 MiB
+	initialStreamWindow = 1 << 20 // 1 MiB
+	maxStreamWindow     = 8 << 20 // 8 MiB
+	connectionWindow    = quicvarint.Max
 )
 
 // DefaultMaxStreams is how many exchange streams a relay accepts at once on
@@ -42,8 +55,8 @@ func quicConfig(cfg *Config, maxIncoming int64) *quic.Config {
 		KeepAlivePeriod:                cfg.PingInterval.Duration,
 		InitialStreamReceiveWindow:     initialStreamWindow,
 		MaxStreamReceiveWindow:         maxStreamWindow,
-		InitialConnectionReceiveWindow: initialConnectionWindow,
-		MaxConnectionReceiveWindow:     maxConnectionWindow,
+		InitialConnectionReceiveWindow: connectionWindow,
+		MaxConnectionReceiveWindow:     connectionWindow,
 		MaxIncomingStreams:             maxIncoming,
 		MaxIncomingUniStreams:          -1,
 	}
@@ -115,8 +128,13 @@ func (q quicConn) closeWithError(code closeCode, msg string) {
 }
 
 func (q quicConn) context() context.Context { return q.c.Context() }
-func (q quicConn) remoteAddr() net.Addr     { return q.c.RemoteAddr() }
-func (q quicConn) transport() string        { return TransportQUIC }
+
+// heard counts the packets received from the peer, whatever they carry:
+// ACKs and QUIC's own PINGs as well as stream data that flow control may be
+// holding up.
+func (q quicConn) heard() uint64        { return q.c.ConnectionStats().PacketsReceived }
+func (q quicConn) remoteAddr() net.Addr { return q.c.RemoteAddr() }
+func (q quicConn) transport() string    { return TransportQUIC }
 
 // attachControl does nothing: QUIC resets streams and closes connections
 // with codes of its own.

@@ -20,11 +20,13 @@ import (
 
 // yamuxMaxStreamWindow is the most a yamux stream may have in flight. yamux's
 // default of 256 KiB caps each stream at 256 KiB per round trip (20 Mbit/s on
-// a 100 ms link); 2 MiB allows 160 Mbit/s per stream at that distance. yamux
-// has no connection-wide window and buffers a stream's unread bytes in a
-// growing bytes.Buffer, so this is also what one stream whose reader stalls
-// may hold: 4 MiB doubled the heap of a 64 MiB transfer for no speed gained
-// on loopback (TestBulkTransfersUseBoundedMemory).
+// a 100 ms link); 1 MiB allows 80 Mbit/s per stream at that distance. yamux
+// has no connection-wide window (so, unlike a shared QUIC connection window,
+// a stalled stream never holds up another) and buffers a stream's unread
+// bytes in a growing bytes.Buffer, so this is also what one stream whose
+// reader stalls may hold: 4 MiB doubled the heap of a 64 MiB transfer for no
+// speed gained on loopback (TestBulkTransfersUseBoundedMemory), and 200
+// stalled readers cost about 1.6 MiB each (TestStalledReadersHurtNobody).
 const yamuxMaxStreamWindow = 1 << 20
 
 // resetQueueLen bounds the STREAM_RESET messages waiting for the control
@@ -143,6 +145,7 @@ type yamuxConn struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup // the session watcher and the reset sender
+	reads  atomic.Uint64  // reads of the TLS connection that returned bytes
 
 	mu      sync.Mutex
 	streams map[uint32]*yamuxStream // open streams, for the peer's STREAM_RESETs
@@ -168,6 +171,9 @@ type causeConn struct {
 
 func (r *causeConn) Read(p []byte) (int, error) {
 	n, err := r.Conn.Read(p)
+	if n > 0 {
+		r.c.reads.Add(1)
+	}
 	if err != nil {
 		r.c.fail(err)
 	}
@@ -267,8 +273,12 @@ func (c *yamuxConn) closeWithError(code closeCode, msg string) {
 }
 
 func (c *yamuxConn) context() context.Context { return c.ctx }
-func (c *yamuxConn) remoteAddr() net.Addr     { return c.tc.RemoteAddr() }
-func (c *yamuxConn) transport() string        { return TransportTCP }
+
+// heard counts the reads that brought bytes from the peer: frames of any
+// stream, window updates and yamux's own pings alike.
+func (c *yamuxConn) heard() uint64        { return c.reads.Load() }
+func (c *yamuxConn) remoteAddr() net.Addr { return c.tc.RemoteAddr() }
+func (c *yamuxConn) transport() string    { return TransportTCP }
 
 func (c *yamuxConn) peerKey() (string, error) {
 	return certFingerprint(c.tc.ConnectionState().PeerCertificates)

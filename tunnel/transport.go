@@ -62,6 +62,11 @@ type conn interface {
 	// context ends when the connection is closed, by either side;
 	// context.Cause says why.
 	context() context.Context
+	// heard is a count that grows whenever anything arrives from the
+	// peer, whichever stream it is for and whether or not flow control
+	// lets a reader take it: the liveness evidence that does not depend on
+	// the control stream getting credit.
+	heard() uint64
 	// remoteAddr is the peer's network address.
 	remoteAddr() net.Addr
 	// peerKey is the fingerprint of the peer's certificate.

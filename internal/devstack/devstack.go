@@ -57,6 +57,10 @@ type Options struct {
 	Route func(udp, tcp net.Addr) (udpAddr, tcpAddr string)
 	// Logger receives all three components' logs. Nil discards.
 	Logger *slog.Logger
+	// EdgeConfig, when set, may change the edge's configuration (limits,
+	// timeouts, more clients) after devstack filled it and before the edge
+	// starts.
+	EdgeConfig func(*edge.Config)
 }
 
 // Stack is a running edge, relay and upstream.
@@ -189,6 +193,9 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		Tunnel:      opts.Tunnel,
 		Transport:   opts.Transport,
 		ProxyURL:    opts.ProxyURL,
+	}
+	if opts.EdgeConfig != nil {
+		opts.EdgeConfig(ecfg)
 	}
 	ecfg.SetDefaults()
 	if err := ecfg.Validate(); err != nil {
