@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 )
 
 // Client keys are "sk-airlock-" and 43 base64url characters (32 random
@@ -57,6 +59,44 @@ type clientPolicy struct {
 	name string
 	// upstreams lists the upstreams the client may use; empty means any.
 	upstreams []string
+	// inFlight caps the client's exchanges in flight.
+	inFlight slots
+}
+
+// slots counts one client's exchanges in flight against its cap.
+type slots struct {
+	max int64
+	// n is shared by the client's policies before and after a reload, so
+	// that exchanges that started before it still count.
+	n *atomic.Int64
+}
+
+// acquire takes a slot, or reports false when all max are taken.
+func (s slots) acquire() bool {
+	if s.n.Add(1) > s.max {
+		s.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+// release gives back a slot that acquire took.
+func (s slots) release() { s.n.Add(-1) }
+
+// counters are the in-flight counts of the clients by name, and of the
+// anonymous ones under "": kept across reloads.
+type counters map[string]*atomic.Int64
+
+// slotsFor returns name's slots with cap max, reusing the counter of prev
+// (the running configuration's counters; nil at start) and recording it in
+// next.
+func slotsFor(name string, max int, prev, next counters) slots {
+	n := prev[name]
+	if n == nil {
+		n = new(atomic.Int64)
+	}
+	next[name] = n
+	return slots{max: int64(max), n: n}
 }
 
 // allows reports whether the client may use upstream u.
@@ -96,8 +136,10 @@ type keyEntry struct {
 	client *clientPolicy
 }
 
-// newKeyring builds the keyring of validated client configs.
-func newKeyring(clients []ClientConfig) (*keyring, error) {
+// newKeyring builds the keyring of validated client configs; each client
+// may have maxConcurrent exchanges in flight unless its own table says
+// otherwise, counted in prev's counter of its name if it has one.
+func newKeyring(clients []ClientConfig, maxConcurrent int, prev, next counters) (*keyring, error) {
 	k := &keyring{entries: make([]keyEntry, 0, len(clients))}
 	for _, cl := range clients {
 		sum, err := parseKeyHash(cl.KeyHash)
@@ -107,6 +149,7 @@ func newKeyring(clients []ClientConfig) (*keyring, error) {
 		k.entries = append(k.entries, keyEntry{hash: sum, client: &clientPolicy{
 			name:      cl.Name,
 			upstreams: append([]string(nil), cl.Upstreams...),
+			inFlight:  slotsFor(cl.Name, cmp.Or(cl.MaxConcurrent, maxConcurrent), prev, next),
 		}})
 	}
 	return k, nil

@@ -20,6 +20,15 @@ const (
 	DefaultAdminListen         = "127.0.0.1:9090"
 	DefaultMaxRequestBodyBytes = 512 << 20
 	DefaultShutdownGrace       = 30 * time.Second
+	// The client-facing limits; nginx's defaults where it has the same
+	// setting (client_header_timeout, client_body_timeout, send_timeout,
+	// keepalive_timeout), shorter for the head.
+	DefaultClientHeaderTimeout  = 10 * time.Second
+	DefaultClientBodyTimeout    = 60 * time.Second
+	DefaultClientSendTimeout    = 60 * time.Second
+	DefaultClientIdleTimeout    = 60 * time.Second
+	DefaultMaxClientConnections = 10000
+	DefaultMaxConcurrent        = 256
 )
 
 // Auth modes of [Config.Auth].
@@ -49,6 +58,10 @@ type ClientConfig struct {
 	// Airlock-Upstream header, it gets the edge's Upstream if that is in
 	// this list, else the first name of this list.
 	Upstreams []string `toml:"upstreams"`
+	// MaxConcurrent is how many exchanges this client may have in flight
+	// at once; more are answered with 429. Default: 0, the edge's
+	// max_concurrent. Negative is invalid.
+	MaxConcurrent int `toml:"max_concurrent"`
 }
 
 // RelayConfig is one `[[relay]]` table: a relay the edge keeps a tunnel to.
@@ -82,7 +95,42 @@ type Config struct {
 	KeyFile string `toml:"key_file"`
 	// Auth is "keys" (every request needs a client key listed in Clients) or
 	// "none" (no key is checked; Clients are ignored). Default: "keys".
+	// "none" on a Listen address that is not loopback is refused unless
+	// AllowAnonymousNetwork is set: anyone who reaches the edge would
+	// spend the upstream's key.
 	Auth string `toml:"auth"`
+	// AllowAnonymousNetwork lets auth = "none" listen on an address other
+	// than loopback. Default: false.
+	AllowAnonymousNetwork bool `toml:"allow_anonymous_network"`
+	// AdminPprof serves Go's profiler under /debug/pprof/ on the admin
+	// listener. Default: false.
+	AdminPprof bool `toml:"admin_pprof"`
+	// ClientHeaderTimeout is how long a client may take to send a request
+	// head. Default: 10s.
+	ClientHeaderTimeout config.Duration `toml:"client_header_timeout"`
+	// ClientBodyTimeout is how long a client may send no bytes of a
+	// request body it announced; then the request fails with 408 (or is
+	// cut, once the response has started) and the upstream call is
+	// cancelled. It bounds each wait, not the whole body. Default: 60s.
+	ClientBodyTimeout config.Duration `toml:"client_body_timeout"`
+	// ClientSendTimeout is how long a client may accept no bytes of its
+	// response while the edge has some to send; then the exchange is
+	// aborted and the upstream call cancelled. A slow reader that keeps
+	// taking bytes is never cut. Default: 60s (nginx's send_timeout).
+	ClientSendTimeout config.Duration `toml:"client_send_timeout"`
+	// ClientIdleTimeout is how long a kept-alive client connection may wait
+	// for its next request. Default: 60s.
+	ClientIdleTimeout config.Duration `toml:"client_idle_timeout"`
+	// MaxClientConnections caps the open client connections; a connection
+	// beyond it gets a 503 and is closed at once. Default: 10000; the edge
+	// warns at start when its open-file limit is lower.
+	MaxClientConnections int `toml:"max_client_connections"`
+	// MaxConcurrent is how many exchanges one client (one key; all
+	// anonymous requests together with auth = "none") may have in flight
+	// at once, unless its [[client]] table says otherwise; more are
+	// answered with 429. It bounds what one client can hold of the
+	// tunnel's streams and memory. Default: 256.
+	MaxConcurrent int `toml:"max_concurrent"`
 	// Upstream is the upstream name used when a request carries no
 	// Airlock-Upstream header. Default: "" (the relay's default for this
 	// edge).
@@ -139,6 +187,25 @@ func (c *Config) SetDefaults() {
 	if c.ShutdownGrace.Duration == 0 {
 		c.ShutdownGrace.Duration = DefaultShutdownGrace
 	}
+	for _, d := range []struct {
+		v   *config.Duration
+		def time.Duration
+	}{
+		{&c.ClientHeaderTimeout, DefaultClientHeaderTimeout},
+		{&c.ClientBodyTimeout, DefaultClientBodyTimeout},
+		{&c.ClientSendTimeout, DefaultClientSendTimeout},
+		{&c.ClientIdleTimeout, DefaultClientIdleTimeout},
+	} {
+		if d.v.Duration == 0 {
+			d.v.Duration = d.def
+		}
+	}
+	if c.MaxClientConnections == 0 {
+		c.MaxClientConnections = DefaultMaxClientConnections
+	}
+	if c.MaxConcurrent == 0 {
+		c.MaxConcurrent = DefaultMaxConcurrent
+	}
 	if c.Transport == "" {
 		c.Transport = tunnel.TransportAuto
 	}
@@ -165,8 +232,29 @@ func (c *Config) Validate() error {
 	if c.ShutdownGrace.Duration < 0 {
 		return fmt.Errorf("shutdown_grace = %s: want a positive duration", c.ShutdownGrace.Duration)
 	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"client_header_timeout", c.ClientHeaderTimeout.Duration},
+		{"client_body_timeout", c.ClientBodyTimeout.Duration},
+		{"client_send_timeout", c.ClientSendTimeout.Duration},
+		{"client_idle_timeout", c.ClientIdleTimeout.Duration},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("%s = %s: want a positive duration", d.key, d.v)
+		}
+	}
+	if c.MaxClientConnections < 0 {
+		return fmt.Errorf("max_client_connections = %d: want a positive number", c.MaxClientConnections)
+	}
 	if err := c.validateAccess(); err != nil {
 		return err
+	}
+	if c.Auth == AuthNone && !c.AllowAnonymousNetwork && !isLoopback(c.Listen) {
+		return fmt.Errorf("auth = \"none\" with listen = %q: anyone who can reach this address would use the upstream's key "+
+			"without a client key; listen on loopback (127.0.0.1 or [::1]), use auth = \"keys\", "+
+			"or set allow_anonymous_network = true if the network itself is trusted", c.Listen)
 	}
 	switch c.Transport {
 	case tunnel.TransportAuto, tunnel.TransportQUIC, tunnel.TransportTCP:
@@ -221,6 +309,9 @@ func (c *Config) validateAccess() error {
 	if c.MaxRequestBodyBytes <= 0 {
 		return fmt.Errorf("max_request_body_bytes = %d: want a positive number of bytes", c.MaxRequestBodyBytes)
 	}
+	if c.MaxConcurrent < 0 {
+		return fmt.Errorf("max_concurrent = %d: want a positive number", c.MaxConcurrent)
+	}
 	if c.Upstream != "" {
 		if err := checkName("upstream", c.Upstream); err != nil {
 			return err
@@ -247,6 +338,9 @@ func (c *Config) validateAccess() error {
 			return fmt.Errorf("client %q: key_hash: same as client %q's: every client needs its own key", cl.Name, other)
 		}
 		hashes[sum] = cl.Name
+		if cl.MaxConcurrent < 0 {
+			return fmt.Errorf("client %q: max_concurrent = %d: want a positive number (0: the edge's max_concurrent)", cl.Name, cl.MaxConcurrent)
+		}
 		for j, u := range cl.Upstreams {
 			if err := checkName(fmt.Sprintf("client %q: upstreams[%d]", cl.Name, j), u); err != nil {
 				return err
@@ -294,6 +388,21 @@ func checkHostPort(addr string) error {
 		return fmt.Errorf("invalid port %q", port)
 	}
 	return nil
+}
+
+// isLoopback reports whether a listen address binds loopback only: a
+// loopback IP or "localhost". An empty host, 0.0.0.0 and [::] listen on
+// every interface.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // LogSettings returns the [log] table, for the command that builds the

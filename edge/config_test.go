@@ -182,7 +182,7 @@ func TestClientKey(t *testing.T) {
 		t.Errorf("parseKeyHash(%q): %v", hash, err)
 	}
 	// The hash from NewClientKey lets the key in, and nothing else.
-	k, err := newKeyring([]ClientConfig{{Name: "ci", KeyHash: hash}, {Name: "other", KeyHash: HashClientKey("x")}})
+	k, err := newKeyring([]ClientConfig{{Name: "ci", KeyHash: hash}, {Name: "other", KeyHash: HashClientKey("x")}}, 1, nil, counters{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func TestClientKey(t *testing.T) {
 		t.Errorf("lookup(other key) = %v, want nil", p)
 	}
 	// Upper-case hex in key_hash is the same hash.
-	up, err := newKeyring([]ClientConfig{{Name: "ci", KeyHash: "sha256:" + strings.ToUpper(hash[7:])}})
+	up, err := newKeyring([]ClientConfig{{Name: "ci", KeyHash: "sha256:" + strings.ToUpper(hash[7:])}}, 1, nil, counters{})
 	if err != nil || up.lookup(key) == nil {
 		t.Errorf("upper-case key_hash: %v, lookup = %v", err, up.lookup(key))
 	}

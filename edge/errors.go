@@ -20,6 +20,8 @@ const (
 	codeUpstreamError      = "upstream_error"
 	codeTunnelUnavailable  = "tunnel_unavailable"
 	codeUpstreamTimeout    = "upstream_timeout"
+	codeRequestTimeout     = "request_timeout"
+	codeTooManyRequests    = "rate_limit_exceeded"
 )
 
 const (
@@ -45,9 +47,9 @@ type apiError struct {
 	retry bool
 }
 
-// write sends the error as the whole response. Headers already set on w
-// (request id, CORS) are kept.
-func (e *apiError) write(w http.ResponseWriter) {
+// write sends the error as the whole response and returns the body bytes
+// written. Headers already set on w (request id, CORS) are kept.
+func (e *apiError) write(w http.ResponseWriter) int {
 	body := apierror.Body(e.typ, e.code, "", e.message)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
@@ -57,7 +59,8 @@ func (e *apiError) write(w http.ResponseWriter) {
 		h.Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 	}
 	w.WriteHeader(e.status)
-	w.Write(body)
+	n, _ := w.Write(body)
+	return n
 }
 
 // truncate shortens s to at most n bytes for echoing in a message.

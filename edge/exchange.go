@@ -55,16 +55,21 @@ type exchange struct {
 	// bodyEOF is set once the client's body has been read to its end:
 	// from then on nothing reads the client connection for it again.
 	bodyEOF atomic.Bool
-	retries int   // refused attempts sent again
-	refusal error // the last refusal, when retries > 0
+	// bodyStopped is set by stopBody before it makes a blocked read of the
+	// body fail with a deadline in the past, so that the failure is not
+	// taken for the client's silence.
+	bodyStopped atomic.Bool
+	retries     int   // refused attempts sent again
+	refusal     error // the last refusal, when retries > 0
 
 	// For the access log.
-	status   int
-	bytesIn  int64
-	bytesOut int64
-	ttfb     time.Duration
-	overhead time.Duration // what airlock added to ttfb
-	duration time.Duration // set by end
+	status            int
+	upstreamRequestID string // the upstream's X-Request-Id, if it sent one
+	bytesIn           int64
+	bytesOut          int64
+	ttfb              time.Duration
+	overhead          time.Duration // what airlock added to ttfb
+	duration          time.Duration // set by end
 	// rejection is why the edge answered by itself, for the metrics; ""
 	// when the request went to a relay.
 	rejection string
@@ -83,7 +88,6 @@ type exchange struct {
 // run carries the request to the relay and the answer back.
 func (ex *exchange) run() {
 	r := ex.r
-	ex.rc = http.NewResponseController(ex.w)
 	if r.ContentLength > ex.acc.maxBody {
 		ex.fail(ex.tooLarge())
 		return
@@ -320,7 +324,9 @@ func (ex *exchange) sendRequest(head *proto.RequestHead) error {
 		if r.ContentLength < 0 {
 			body = http.MaxBytesReader(ex.w, r.Body, ex.acc.maxBody)
 		}
-		ex.replay = &replayBody{src: &eofReader{r: body, eof: &ex.bodyEOF}}
+		ex.replay = &replayBody{src: &clientBody{
+			r: body, rc: ex.rc, timeout: ex.acc.bodyTimeout, eof: &ex.bodyEOF, stopped: &ex.bodyStopped,
+		}}
 	}
 	// HTTP/1.1 handlers may not read the body once the response has
 	// started unless full duplex is on; the relay may answer (and an SSE
@@ -367,16 +373,39 @@ func (b *requestBodySender) run() {
 	}
 }
 
-// eofReader records in eof that r returned io.EOF.
-type eofReader struct {
-	r   io.Reader
-	eof *atomic.Bool
+// errBodyTimeout is wrapped by the read error of a client that sent no
+// bytes of its announced body for client_body_timeout.
+var errBodyTimeout = errors.New("the client sent no bytes of its request body")
+
+// clientBody reads the client's request body for the body sender. Each read
+// waits at most timeout for the client's next bytes (nginx's
+// client_body_timeout: it bounds each wait, not the whole upload). At the
+// end of the body it clears the deadline before it records eof: net/http
+// then reads the idle connection in the background, and a deadline hitting
+// that read would cancel the connection's context.
+type clientBody struct {
+	r       io.Reader
+	rc      *http.ResponseController
+	timeout time.Duration
+	eof     *atomic.Bool // set at the body's io.EOF
+	stopped *atomic.Bool // set by stopBody: a deadline error is its doing
+	armedAt time.Time    // when the read deadline was last pushed out
 }
 
-func (e *eofReader) Read(p []byte) (int, error) {
-	n, err := e.r.Read(p)
-	if err == io.EOF {
-		e.eof.Store(true)
+func (b *clientBody) Read(p []byte) (int, error) {
+	// Pushing the deadline out only every sixteenth of the timeout spares a
+	// timer update per read.
+	if now := time.Now(); now.Sub(b.armedAt) > b.timeout/16 {
+		b.armedAt = now
+		b.rc.SetReadDeadline(now.Add(b.timeout))
+	}
+	n, err := b.r.Read(p)
+	switch {
+	case err == io.EOF:
+		b.rc.SetReadDeadline(time.Time{})
+		b.eof.Store(true)
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !b.stopped.Load():
+		err = fmt.Errorf("%w for %s: %w", errBodyTimeout, b.timeout, err)
 	}
 	return n, err
 }
@@ -467,6 +496,7 @@ func (ex *exchange) stopBody() {
 		return
 	}
 	if !ex.bodyEOF.Load() {
+		ex.bodyStopped.Store(true)
 		ex.rc.SetReadDeadline(time.Now())
 	}
 	<-b.done
@@ -484,6 +514,12 @@ func (ex *exchange) failBeforeHead(err error) {
 	ex.s.Abort(code)
 	ex.stopWatch()
 	ex.stopBody()
+	if ex.body != nil && errors.Is(ex.body.err, errBodyTimeout) {
+		// A read error on the client's connection, the body timeout
+		// among them, also ends the request's context: the client is
+		// not gone, it is answered.
+		gone = false
+	}
 	ex.err = err
 	ex.endReason = endUpstreamError
 	if gone {
@@ -499,6 +535,13 @@ func (ex *exchange) failBeforeHead(err error) {
 		case errors.As(b.err, &tooLarge):
 			ex.err = b.err
 			ex.fail(ex.tooLarge())
+			return
+		case errors.Is(b.err, errBodyTimeout):
+			ex.err = b.err
+			ex.fail(&apiError{
+				status: http.StatusRequestTimeout, typ: apierror.TypeInvalidRequest, code: codeRequestTimeout,
+				message: fmt.Sprintf("airlock edge: the request body stalled: no bytes arrived for %s", ex.acc.bodyTimeout),
+			})
 			return
 		case errors.As(b.err, &se) && !errors.Is(b.err, os.ErrDeadlineExceeded):
 			ex.err = b.err
@@ -553,7 +596,7 @@ func (ex *exchange) writeResponseHead(resp *proto.ResponseHead) {
 	}
 	ex.setEdgeHeaders(dst)
 	ex.overhead = max(ex.ttfb-resp.UpstreamTime, 0)
-	dst.Set(headerOverhead, strconv.FormatFloat(float64(ex.overhead)/float64(time.Millisecond), 'f', 3, 64))
+	dst.Set(headerOverhead, formatMillis(ex.overhead))
 	if isEventStream(src.Get("Content-Type")) {
 		// Tell caches and buffering proxies in front of the edge (nginx
 		// honours X-Accel-Buffering) to pass events through at once.
@@ -569,6 +612,7 @@ func (ex *exchange) writeResponseHead(resp *proto.ResponseHead) {
 		dst["Content-Type"] = nil
 	}
 	ex.status = resp.Status
+	ex.upstreamRequestID = src.Get("X-Request-Id")
 	if resp.Status >= 200 && resp.Status < 300 {
 		ex.meter = usage.NewMeter(src.Get("Content-Type"))
 	}
@@ -611,7 +655,7 @@ func (ex *exchange) copyResponse() {
 			}
 			cb.Grow(n)
 			if werr != nil {
-				ex.abortAfterHead(proto.CodeCancel, fmt.Errorf("writing response: %w", werr))
+				ex.abortAfterHead(proto.CodeCancel, fmt.Errorf("%w: %w", errClientWrite, werr))
 			}
 		}
 		if rerr == io.EOF {
@@ -627,6 +671,10 @@ func (ex *exchange) copyResponse() {
 	}
 }
 
+// errClientWrite is wrapped by the error of an exchange whose client could
+// not take its response: gone, reset, or stalled past client_send_timeout.
+var errClientWrite = errors.New("writing the response to the client")
+
 // abortAfterHead ends an exchange whose response head was already written:
 // the status cannot change any more, so the client connection is aborted
 // (HTTP/1.1: closed without the final chunk; HTTP/2: RST_STREAM), and no
@@ -634,7 +682,7 @@ func (ex *exchange) copyResponse() {
 func (ex *exchange) abortAfterHead(code proto.ResetCode, err error) {
 	ex.err = err
 	ex.endReason = endUpstreamError
-	if ex.r.Context().Err() != nil {
+	if ex.r.Context().Err() != nil || errors.Is(err, errClientWrite) {
 		ex.endReason = endClientCancel
 	}
 	ex.s.Abort(code)
@@ -677,14 +725,42 @@ func badRequest(msg string) *apiError {
 	return &apiError{status: http.StatusBadRequest, typ: apierror.TypeInvalidRequest, code: codeInvalidRequest, message: msg}
 }
 
-// fail answers the client with e before any response head.
+// fail answers the client with e before any response head; an answer the
+// edge gives by itself (a rejection) carries Airlock-Overhead-Ms. On HTTP/1 it
+// closes the connection after the answer when the client's body was not
+// read to its end (reading what is left could wait forever on a client that
+// announced a body and went silent) and after every 401 (a client without a
+// valid key gets no kept-alive connection to hold).
 func (ex *exchange) fail(e *apiError) {
 	ex.status = e.status
 	ex.rejection = rejectionOf(e.code)
 	if ex.err == nil {
 		ex.err = errors.New(e.code)
 	}
-	e.write(ex.w)
+	h := ex.w.Header()
+	unread := ex.r.ContentLength != 0 && !ex.bodyEOF.Load()
+	if ex.r.ProtoMajor == 1 && (e.status == http.StatusUnauthorized || unread) {
+		h.Set("Connection", "close")
+		if unread {
+			// After the handler, net/http reads up to 256 KiB of an
+			// unread body even when it closes the connection; a
+			// deadline in the past makes that read fail at once. No
+			// background read is running: the body has not ended.
+			defer ex.rc.SetReadDeadline(time.Now())
+		}
+	}
+	if ex.rejection != "" {
+		// All of it is airlock's own time: no upstream was asked.
+		ex.ttfb = time.Since(ex.start)
+		ex.overhead = ex.ttfb
+		h.Set(headerOverhead, formatMillis(ex.overhead))
+	}
+	ex.bytesOut += int64(e.write(ex.w))
+}
+
+// formatMillis formats d in milliseconds with three decimals.
+func formatMillis(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 3, 64)
 }
 
 // setEdgeHeaders sets the headers the edge adds to every response: its
@@ -793,6 +869,9 @@ func (ex *exchange) logLine() {
 		slog.String("end", ex.endReason),
 		slog.String("relay", relay),
 		slog.String("transport", transport),
+	}
+	if ex.upstreamRequestID != "" {
+		attrs = append(attrs, slog.String("upstream_request_id", ex.upstreamRequestID))
 	}
 	if ex.retries > 0 {
 		attrs = append(attrs, slog.Int("retries", ex.retries))

@@ -58,7 +58,7 @@ func newHandler(cfg *Config, opener tunnel.Opener, logger *slog.Logger, reg prom
 	if opener == nil {
 		return nil, errors.New("edge handler: nil opener")
 	}
-	a, err := newAccess(cfg)
+	a, err := newAccess(cfg, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -82,11 +82,19 @@ type access struct {
 	upstream string
 	// maxBody is the largest request body accepted.
 	maxBody int64
+	// bodyTimeout bounds each wait for the next bytes of a request body.
+	bodyTimeout time.Duration
+	// anonymous caps the exchanges in flight without a client key (auth =
+	// "none"), all together.
+	anonymous slots
+	// counters are the in-flight counts behind every client's slots.
+	counters counters
 }
 
 // newAccess builds the access settings of cfg (copied, with defaults),
-// validating them.
-func newAccess(cfg *Config) (*access, error) {
+// validating them. prev is the access settings they replace (nil at
+// start): exchanges in flight under prev still count against the caps.
+func newAccess(cfg *Config, prev *access) (*access, error) {
 	if cfg == nil {
 		return nil, errors.New("edge handler: nil config")
 	}
@@ -95,9 +103,17 @@ func newAccess(cfg *Config) (*access, error) {
 	if err := c.validateAccess(); err != nil {
 		return nil, fmt.Errorf("edge handler: %w", err)
 	}
-	a := &access{upstream: c.Upstream, maxBody: c.MaxRequestBodyBytes}
+	a := &access{
+		upstream: c.Upstream, maxBody: c.MaxRequestBodyBytes, bodyTimeout: c.ClientBodyTimeout.Duration,
+		counters: make(counters, len(c.Clients)+1),
+	}
+	var old counters
+	if prev != nil {
+		old = prev.counters
+	}
+	a.anonymous = slotsFor("", c.MaxConcurrent, old, a.counters)
 	if c.Auth == AuthKeys {
-		k, err := newKeyring(c.Clients)
+		k, err := newKeyring(c.Clients, c.MaxConcurrent, old, a.counters)
 		if err != nil {
 			return nil, fmt.Errorf("edge handler: %w", err)
 		}
@@ -109,7 +125,7 @@ func newAccess(cfg *Config) (*access, error) {
 // reload validates cfg's access settings and, if they are valid, applies
 // them to the requests that start from now on.
 func (h *handler) reload(cfg *Config) error {
-	a, err := newAccess(cfg)
+	a, err := newAccess(cfg, h.access.Load())
 	if err != nil {
 		return err
 	}
@@ -120,7 +136,7 @@ func (h *handler) reload(cfg *Config) error {
 // ServeHTTP routes, authenticates and applies the client's policy, then hands
 // the request to an exchange. Every request gets one access log line.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ex := &exchange{h: h, acc: h.access.Load(), w: w, r: r, start: time.Now(), id: newRequestID()}
+	ex := &exchange{h: h, acc: h.access.Load(), w: w, r: r, rc: http.NewResponseController(w), start: time.Now(), id: newRequestID()}
 	h.metrics.inFlight.Inc()
 	defer h.metrics.inFlight.Dec()
 	defer ex.end()
@@ -175,7 +191,28 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ex.upstream = upstream
+	inFlight := ex.acc.anonymous
+	if ex.client != nil {
+		inFlight = ex.client.inFlight
+	}
+	if !inFlight.acquire() {
+		ex.fail(&apiError{
+			status: http.StatusTooManyRequests, typ: apierror.TypeRateLimit, code: codeTooManyRequests,
+			message: fmt.Sprintf("airlock edge: client %q has %d requests in flight, the most this edge allows (max_concurrent); "+
+				"retry once one has finished", ex.clientLabel(), inFlight.max),
+			retry: true,
+		})
+		return
+	}
+	defer inFlight.release()
 	ex.run()
+	if ex.status == statusClientClosed {
+		// The client left before any answer (or half-closed its side,
+		// which net/http cannot tell apart): close the connection
+		// rather than let net/http send an empty 200 in the handler's
+		// name.
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // newRequestID returns 16 random hex digits. The client's X-Request-Id is

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/airlock-proxy/airlock/internal/admin"
 	"github.com/airlock-proxy/airlock/internal/buildinfo"
 	"github.com/airlock-proxy/airlock/internal/config"
@@ -18,11 +20,10 @@ import (
 )
 
 // HTTP server settings. There is no WriteTimeout or ReadTimeout: a streamed
-// completion or an upload may rightly take many minutes; dead peers are
-// found by TCP and by the tunnel's pings instead.
+// completion or an upload may rightly take many minutes. Stalled clients are
+// cut by client_send_timeout (clientConn) and client_body_timeout (each read
+// of a body) instead, which bound each wait rather than the whole exchange.
 const (
-	readHeaderTimeout = 10 * time.Second
-	idleTimeout       = 120 * time.Second
 	// maxHeaderBytes keeps every request head within proto's head limit
 	// (64 KiB), so that no well-formed request fails on the wire.
 	maxHeaderBytes = 48 << 10
@@ -40,7 +41,8 @@ type Server struct {
 	client  *tunnel.Pool
 	handler *handler
 	http    *http.Server
-	admin   *admin.Server // nil when admin_listen = "off"
+	clients *clientListener // the client listener, bound by Start
+	admin   *admin.Server   // nil when admin_listen = "off"
 
 	mu        sync.Mutex
 	ln        net.Listener
@@ -101,17 +103,29 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 	}
 	reg := metrics.NewRegistry()
 	reg.MustRegister(newTunnelCollector(client))
+	clients := &clientListener{max: int64(c.MaxClientConnections), sendTimeout: c.ClientSendTimeout.Duration}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: metrics.Namespace, Subsystem: "edge", Name: "client_connections",
+			Help: "Client connections open now.",
+		}, func() float64 { return float64(clients.open.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: metrics.Namespace, Subsystem: "edge", Name: "client_connections_refused_total",
+			Help: "Client connections turned away because max_client_connections were open.",
+		}, func() float64 { return float64(clients.refused.Load()) }),
+	)
 	h, err := newHandler(c, client, logger, reg)
 	if err != nil {
 		client.Close()
 		return nil, err
 	}
-	s := &Server{cfg: c, logger: logger, client: client, handler: h}
+	s := &Server{cfg: c, logger: logger, client: client, handler: h, clients: clients}
 	s.http = &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
+		ReadHeaderTimeout: c.ClientHeaderTimeout.Duration,
+		IdleTimeout:       c.ClientIdleTimeout.Duration,
 		MaxHeaderBytes:    maxHeaderBytes,
+		ConnContext:       withConn,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		Protocols:         new(http.Protocols),
 	}
@@ -143,10 +157,12 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("edge: start: %w", err)
 	}
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+	tcp, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("edge listener: %w", err)
 	}
+	s.clients.Listener = tcp
+	ln := net.Listener(s.clients)
 	if s.admin != nil {
 		if err := s.admin.Start(); err != nil {
 			ln.Close()

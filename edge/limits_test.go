@@ -1,0 +1,392 @@
+package edge
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/airlock-proxy/airlock/internal/config"
+	"github.com/airlock-proxy/airlock/proto"
+)
+
+// rawRequest dials the test edge, writes req and returns the connection and
+// a reader on it.
+func rawRequest(t *testing.T, url, req string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(testTimeout))
+	return c, bufio.NewReader(c)
+}
+
+// readClosed reads the rest of the connection and fails unless the edge
+// closes it.
+func readClosed(t *testing.T, br *bufio.Reader) string {
+	t.Helper()
+	rest, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatalf("the edge kept the connection open: %v (read %q)", err, rest)
+	}
+	return string(rest)
+}
+
+// Issue 8, item 2: a head without a key that announces a body, then
+// silence, must get its 401 at once and lose its connection; on 328ef46
+// net/http first tried to read the body nobody sent, forever.
+func TestSilentKeylessHeadGets401AndClose(t *testing.T) {
+	for _, framing := range []string{"Content-Length: 1000", "Transfer-Encoding: chunked"} {
+		t.Run(framing, func(t *testing.T) {
+			e := newTestEdge(t, nil, nil)
+			_, br := rawRequest(t, e.URL, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"+framing+"\r\n\r\n")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			checkErrorJSON(t, resp, body, http.StatusUnauthorized, "invalid_request_error", codeInvalidAPIKey)
+			if resp.Header.Get(headerOverhead) == "" {
+				t.Errorf("the 401 has no %s header", headerOverhead)
+			}
+			readClosed(t, br)
+			if e.opener.Calls() != 0 {
+				t.Errorf("%d tunnel streams opened for an unauthenticated request", e.opener.Calls())
+			}
+		})
+	}
+}
+
+// Even a keyless request without a body loses its connection after the 401:
+// an anonymous client gets no kept-alive connection to hold.
+func TestKeylessKeepAliveIsClosed(t *testing.T) {
+	e := newTestEdge(t, nil, nil)
+	_, br := rawRequest(t, e.URL, "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusUnauthorized || !resp.Close {
+		t.Errorf("status %d, close %v: want 401 and the connection closed", resp.StatusCode, resp.Close)
+	}
+	readClosed(t, br)
+	var line map[string]any
+	for _, l := range e.logs.Lines(t) {
+		if l["msg"] == "request" {
+			line = l
+		}
+	}
+	if n, _ := line["bytes_out"].(float64); n == 0 {
+		t.Errorf("access line %v: bytes_out = 0 for a 401 with a body", line)
+	}
+}
+
+// A client that announces a body and stops sending it gets 408 after
+// client_body_timeout, and the relay sees the request reset rather than
+// complete.
+func TestStalledBodyIs408(t *testing.T) {
+	cfg := testConfig()
+	cfg.ClientBodyTimeout = config.Duration{Duration: 200 * time.Millisecond}
+	relayErr := make(chan error, 1)
+	e := newTestEdge(t, cfg, func(t *testing.T, r *fakeRelay) {
+		r.head(t)
+		_, err := r.body()
+		relayErr <- err
+	})
+	start := time.Now()
+	_, br := rawRequest(t, e.URL, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+aliceKey+
+		"\r\nContent-Length: 1000\r\n\r\n{\"model\":")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	checkErrorJSON(t, resp, body, http.StatusRequestTimeout, "invalid_request_error", codeRequestTimeout)
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("408 after %v, want about 200ms", took)
+	}
+	if err := <-relayErr; !isReset(err, proto.CodeCancel) {
+		t.Errorf("relay read the body with %v, want a reset", err)
+	}
+	readClosed(t, br)
+}
+
+// Issue 8, item 1: max_concurrent exchanges per client, then 429.
+func TestMaxConcurrentPerClient(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxConcurrent = 2
+	release := make(chan struct{})
+	var held sync.WaitGroup
+	held.Add(2)
+	e := newTestEdge(t, cfg, func(t *testing.T, r *fakeRelay) {
+		h := r.head(t)
+		if h.Path == "/hold" {
+			held.Done()
+			<-release
+		}
+		r.respond(t, 200, nil, "ok")
+	})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() { e.do(t, "GET", "/v1/hold", nil, nil) })
+	}
+	held.Wait()
+	resp, body := e.do(t, "GET", "/v1/models", nil, nil)
+	checkErrorJSON(t, resp, body, http.StatusTooManyRequests, "rate_limit_error", codeTooManyRequests)
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	// Another client has slots of its own.
+	resp, _ = e.do(t, "GET", "/v1/models", nil, map[string]string{"Authorization": "Bearer " + bobKey})
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("bob got %d while alice was at her cap, want 200", resp.StatusCode)
+	}
+	close(release)
+	wg.Wait()
+	if resp, _ := e.do(t, "GET", "/v1/models", nil, nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("after the held requests ended: %d, want 200", resp.StatusCode)
+	}
+}
+
+// A per-client max_concurrent overrides the edge's, and a reload keeps
+// counting the exchanges that started before it.
+func TestMaxConcurrentSurvivesReload(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxConcurrent = 5
+	cfg.Clients[0].MaxConcurrent = 1
+	release := make(chan struct{})
+	held := make(chan struct{})
+	e := newTestEdge(t, cfg, func(t *testing.T, r *fakeRelay) {
+		if r.head(t).Path == "/hold" {
+			close(held)
+			<-release
+		}
+		r.respond(t, 200, nil, "ok")
+	})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.do(t, "GET", "/v1/hold", nil, nil)
+	}()
+	<-held
+	h := e.srv.Config.Handler.(*handler)
+	if err := h.reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := e.do(t, "GET", "/v1/models", nil, nil)
+	checkErrorJSON(t, resp, body, http.StatusTooManyRequests, "rate_limit_error", codeTooManyRequests)
+	close(release)
+	<-done
+}
+
+// A client that half-closes its side after a whole request never gets an
+// empty 200 in the handler's name (328ef46 sent "200 OK" and
+// "Content-Length: 0" without asking the relay).
+func TestHalfCloseNeverGetsEmpty200(t *testing.T) {
+	e := newTestEdge(t, nil, func(t *testing.T, r *fakeRelay) {
+		r.head(t)
+		time.Sleep(100 * time.Millisecond)
+		// The edge may have given up on the client by now: no error
+		// here is the test's concern.
+		r.w.WriteResponseHead(&proto.ResponseHead{Status: 200, Header: http.Header{}, ContentLength: -1})
+		r.w.Write([]byte(`{"real":"answer"}`))
+		r.w.End(nil)
+	})
+	c, br := rawRequest(t, e.URL, "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+aliceKey+"\r\n\r\n")
+	c.(*net.TCPConn).CloseWrite()
+	got := readClosed(t, br)
+	if got != "" && !strings.Contains(got, `{"real":"answer"}`) {
+		t.Errorf("after a half-close the client got %q: want the real answer or no answer", got)
+	}
+}
+
+// newLimitedEdge is a test edge whose listener is a clientListener, as
+// Server.Start makes it.
+func newLimitedEdge(t *testing.T, maxConns int, sendTimeout time.Duration, relay relayFunc) (*testEdge, *clientListener) {
+	t.Helper()
+	e := newTestEdge(t, nil, relay)
+	// Rebuild the server around the same handler with the listener.
+	e.srv.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &clientListener{Listener: ln, max: int64(maxConns), sendTimeout: sendTimeout}
+	srv := &http.Server{Handler: e.srv.Config.Handler, ConnContext: withConn}
+	go srv.Serve(cl)
+	t.Cleanup(func() { srv.Close() })
+	e.URL = "http://" + ln.Addr().String()
+	return e, cl
+}
+
+// Issue 8, item 2: connections beyond max_client_connections get a 503 and
+// are closed; they are counted.
+func TestClientConnectionCap(t *testing.T) {
+	e, cl := newLimitedEdge(t, 2, time.Minute, nil)
+	var open []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", strings.TrimPrefix(e.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		open = append(open, c)
+	}
+	// The two are accepted once the server has taken them.
+	deadline := time.Now().Add(testTimeout)
+	for cl.open.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	_, br := rawRequest(t, e.URL, "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("over the cap: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	checkErrorJSON(t, resp, body, http.StatusServiceUnavailable, "server_error", "too_many_connections")
+	if got := cl.refused.Load(); got != 1 {
+		t.Errorf("refused = %d, want 1", got)
+	}
+	open[0].Close()
+	for cl.open.Load() > 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	_, br = rawRequest(t, e.URL, "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("after one closed: %v, %v; want the edge's own 401", resp, err)
+	}
+}
+
+// Issue 8, item 1: a client that accepts no bytes for client_send_timeout
+// has its exchange aborted (the relay sees the reset, so the upstream call
+// is cancelled); a slow client that keeps reading is not cut.
+func TestClientSendTimeout(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	tests := []struct {
+		name    string
+		reader  func(br *bufio.Reader, stop <-chan struct{})
+		wantCut bool
+	}{
+		{"stalled", func(*bufio.Reader, <-chan struct{}) {}, true},
+		{"slow", func(br *bufio.Reader, stop <-chan struct{}) {
+			buf := make([]byte, 64<<10)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				if _, err := br.Read(buf); err != nil {
+					return
+				}
+			}
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			relayErr := make(chan error, 1)
+			stopRelay := make(chan struct{})
+			e, _ := newLimitedEdge(t, 10, timeout, func(t *testing.T, r *fakeRelay) {
+				r.head(t)
+				if err := r.w.WriteResponseHead(&proto.ResponseHead{Status: 200, Header: http.Header{}, ContentLength: -1}); err != nil {
+					relayErr <- err
+					return
+				}
+				chunk := make([]byte, 32<<10)
+				for {
+					select {
+					case <-stopRelay:
+						r.s.Abort(proto.CodeCancel)
+						relayErr <- nil
+						return
+					default:
+					}
+					if _, err := r.w.Write(chunk); err != nil {
+						relayErr <- err
+						return
+					}
+				}
+			})
+			_, br := rawRequest(t, e.URL, "GET /v1/download HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+aliceKey+"\r\n\r\n")
+			stopReader := make(chan struct{})
+			defer close(stopReader)
+			go tt.reader(br, stopReader)
+			select {
+			case err := <-relayErr:
+				if !tt.wantCut {
+					t.Fatalf("a slow reader was cut: relay write failed with %v", err)
+				}
+				if !isReset(err, proto.CodeCancel) {
+					t.Errorf("relay write failed with %v, want a reset", err)
+				}
+			case <-time.After(10 * timeout):
+				if tt.wantCut {
+					t.Fatalf("a stalled client was not cut after %v (client_send_timeout %v)", 10*timeout, timeout)
+				}
+				close(stopRelay)
+				<-relayErr
+			}
+		})
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	tests := []struct {
+		addr string
+		want bool
+	}{
+		{"127.0.0.1:8080", true},
+		{"[::1]:8080", true},
+		{"localhost:8080", true},
+		{"127.0.0.2:8080", true},
+		{":8080", false},
+		{"0.0.0.0:8080", false},
+		{"[::]:8080", false},
+		{"10.0.0.1:8080", false},
+		{"edge.example.com:8080", false},
+	}
+	for _, tt := range tests {
+		if got := isLoopback(tt.addr); got != tt.want {
+			t.Errorf("isLoopback(%q) = %v, want %v", tt.addr, got, tt.want)
+		}
+	}
+}
+
+// Issue 8, item 4: auth = "none" on a network address needs
+// allow_anonymous_network = true.
+func TestAnonymousOnNetworkIsRefused(t *testing.T) {
+	base := func(listen string, allow bool) *Config {
+		c := &Config{Listen: listen, Auth: AuthNone, AllowAnonymousNetwork: allow, KeyFile: "k",
+			Relays: []RelayConfig{{Address: "relay:7443", Key: testRelayKey}}}
+		c.SetDefaults()
+		return c
+	}
+	for _, tt := range []struct {
+		listen  string
+		allow   bool
+		wantErr bool
+	}{
+		{"127.0.0.1:8080", false, false},
+		{"0.0.0.0:8080", false, true},
+		{":8080", false, true},
+		{"0.0.0.0:8080", true, false},
+	} {
+		err := base(tt.listen, tt.allow).Validate()
+		if (err != nil) != tt.wantErr {
+			t.Errorf("listen %s, allow %v: %v, want error %v", tt.listen, tt.allow, err, tt.wantErr)
+		}
+		if err != nil && !strings.Contains(err.Error(), "allow_anonymous_network") {
+			t.Errorf("error %q does not name allow_anonymous_network", err)
+		}
+	}
+}

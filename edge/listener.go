@@ -1,0 +1,127 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// clientListener is the edge's client-facing listener. It caps the open
+// client connections (issue 8: a few thousand silent connections must not
+// use up the process's descriptors and memory) and gives every accepted
+// connection a send timeout.
+type clientListener struct {
+	net.Listener
+	max         int64
+	sendTimeout time.Duration
+
+	open    atomic.Int64
+	refused atomic.Uint64 // connections turned away at the cap
+}
+
+// refusedAnswer is what a connection over the cap gets before it is closed:
+// an HTTP/1.1 503 with OpenAI's error JSON, so that an SDK retries later.
+var refusedAnswer = func() []byte {
+	body := `{"error":{"message":"airlock edge: too many open client connections; retry shortly","type":"server_error","param":null,"code":"too_many_connections"}}`
+	return fmt.Appendf(nil, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"+
+		"Content-Length: %d\r\nRetry-After: %d\r\nConnection: close\r\n\r\n%s", len(body), retryAfterSeconds, body)
+}()
+
+// Accept returns the next connection under the cap, answering and closing
+// those beyond it itself.
+func (l *clientListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.open.Add(1) > l.max {
+			l.open.Add(-1)
+			l.refused.Add(1)
+			// A fresh connection's send buffer is empty: this write does
+			// not wait for the client, and the deadline makes sure of it.
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			c.Write(refusedAnswer)
+			c.Close()
+			continue
+		}
+		return &clientConn{Conn: c, l: l}, nil
+	}
+}
+
+// clientConn is one client connection. Its writes fail once the client has
+// accepted no bytes for the listener's send timeout: a client that stops
+// reading can hold its exchange (and the upstream call behind it) only that
+// long. A slow client that keeps taking bytes is never cut, however long a
+// write takes (nginx's send_timeout works the same way).
+type clientConn struct {
+	net.Conn
+	l *clientListener
+
+	// armedAt is when the write deadline was last pushed out, in
+	// monotonic nanoseconds since connEpoch, 0 before the first write;
+	// writes push it out again only when it is older than a sixteenth of
+	// the timeout, which spares a timer update on every write.
+	armedAt atomic.Int64
+	closed  atomic.Bool
+}
+
+// connEpoch is the origin of clientConn.armedAt's monotonic clock.
+var connEpoch = time.Now()
+
+// errSendTimeout is wrapped by the write error of a client that accepted no
+// bytes for the send timeout.
+var errSendTimeout = errors.New("the client accepted no bytes of its response")
+
+// Write writes p, going on for as long as the client accepts bytes.
+func (c *clientConn) Write(p []byte) (int, error) {
+	timeout := c.l.sendTimeout
+	sent := 0
+	for {
+		now := time.Since(connEpoch) + 1 // never 0
+		if a := c.armedAt.Load(); a == 0 || now-time.Duration(a) > timeout/16 {
+			c.armedAt.Store(int64(now))
+			c.Conn.SetWriteDeadline(connEpoch.Add(now + timeout))
+		}
+		n, err := c.Conn.Write(p[sent:])
+		sent += n
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return sent, err
+		}
+		if n == 0 {
+			return sent, fmt.Errorf("%w for %s: %w", errSendTimeout, timeout, err)
+		}
+		// The client took some bytes before the deadline: it is slow,
+		// not stalled. Give it a full timeout for the rest.
+		c.armedAt.Store(0)
+	}
+}
+
+// Close closes the connection and frees its place under the cap, once.
+func (c *clientConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.l.open.Add(-1)
+	}
+	return c.Conn.Close()
+}
+
+// connKey is the context key under which a request finds its clientConn.
+type connKey struct{}
+
+// withConn is the http.Server's ConnContext: it makes the clientConn
+// reachable from each request's context.
+func withConn(ctx context.Context, c net.Conn) context.Context {
+	if cc, ok := c.(*clientConn); ok {
+		return context.WithValue(ctx, connKey{}, cc)
+	}
+	return ctx
+}
+
+var (
+	_ net.Listener = (*clientListener)(nil)
+	_ net.Conn     = (*clientConn)(nil)
+)
