@@ -19,6 +19,7 @@ import (
 
 	"github.com/airlock-proxy/airlock/internal/apierror"
 
+	"github.com/airlock-proxy/airlock/internal/clientheader"
 	"github.com/airlock-proxy/airlock/internal/hopheader"
 	"github.com/airlock-proxy/airlock/internal/usage"
 
@@ -470,15 +471,16 @@ func (b *requestBodySender) ended() bool {
 	}
 }
 
-// cleanTrailer drops from request trailers what must not cross a hop.
+// cleanTrailer drops from request trailers what must not cross a hop:
+// hop-by-hop fields and, as requestHeader does for the head, client
+// credentials.
 func cleanTrailer(t http.Header) http.Header {
 	if len(t) == 0 {
 		return nil
 	}
 	t = t.Clone()
 	hopheader.Remove(t)
-	t.Del("Authorization")
-	t.Del("Api-Key")
+	clientheader.RemoveCredentials(t)
 	return t
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/textproto"
 	"strings"
 
+	"github.com/airlock-proxy/airlock/internal/clientheader"
 	"github.com/airlock-proxy/airlock/internal/hopheader"
 
 	"golang.org/x/net/http/httpguts"
@@ -27,19 +28,19 @@ const (
 )
 
 // requestHeader returns the headers to send in the request head: r's headers
-// without hop-by-hop fields, client credentials, Content-Length and Airlock-*
-// fields, with
-// the client's address appended to X-Forwarded-For (the relay drops it unless
-// configured to forward it) and, for an upgrade, Connection and Upgrade
-// added back.
+// without hop-by-hop fields, client credentials (clientheader, so that a
+// client's key never enters the tunnel), Content-Length and Airlock-*
+// fields, with the client's address appended to X-Forwarded-For and, for an
+// upgrade, Connection and Upgrade added back. Client addresses stay in the
+// head: the relay drops them (clientheader.RemoveAddresses) unless it is
+// configured to forward them.
 func requestHeader(r *http.Request, upgrade string) http.Header {
 	h := r.Header.Clone()
 	if h == nil {
 		h = make(http.Header)
 	}
 	hopheader.Remove(h)
-	h.Del("Authorization")
-	h.Del("Api-Key")
+	clientheader.RemoveCredentials(h)
 	// The head's ContentLength is the one source of the length.
 	h.Del("Content-Length")
 	for k := range h {

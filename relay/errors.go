@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 
 	"github.com/airlock-proxy/airlock/internal/apierror"
 
@@ -76,23 +75,32 @@ func errMethodNotAllowed(method string) *apiError {
 	}
 }
 
+// errUnknownUpstream answers an upstream name the relay does not know, and
+// errForbiddenUpstream one it knows but the edge may not use. Both give the
+// client exactly the same answer (issue 8, section 5): if they differed, in
+// status, type, code or message, a client could list the relay's upstream
+// names by trying them. The message therefore names neither the upstream
+// (the client knows what it asked for) nor the edge; only the log result
+// tells the two apart, for the operator.
 func errUnknownUpstream(name string) *apiError {
-	return &apiError{
-		status:  http.StatusNotFound,
-		typ:     apierror.TypeInvalidRequest,
-		code:    "not_found",
-		message: "airlock relay: no upstream named " + strconv.Quote(name),
-		result:  "unknown_upstream",
-	}
+	return errUpstreamNotAllowed("unknown_upstream")
 }
 
+// errForbiddenUpstream: see errUnknownUpstream. The relay's log line
+// already names the edge and the upstream.
 func errForbiddenUpstream(name, edge string) *apiError {
+	return errUpstreamNotAllowed("forbidden_upstream")
+}
+
+// errUpstreamNotAllowed is the one answer to an upstream name the edge may
+// not use, whether or not the relay knows it; result is for the log line.
+func errUpstreamNotAllowed(result string) *apiError {
 	return &apiError{
 		status:  http.StatusForbidden,
 		typ:     apierror.TypePermission,
 		code:    "upstream_not_allowed",
-		message: fmt.Sprintf("airlock relay: edge %q may not use upstream %q", edge, name),
-		result:  "forbidden_upstream",
+		message: "airlock relay: the upstream named in Airlock-Upstream does not exist or this edge may not use it",
+		result:  result,
 	}
 }
 

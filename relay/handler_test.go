@@ -579,7 +579,7 @@ func TestUpstreamChoice(t *testing.T) {
 		{"default is the edge's first", "", testEdgeKey, 200, "b", ""},
 		{"named", "a", testEdgeKey, 200, "a", ""},
 		{"forbidden", "c", testEdgeKey, 403, "", "permission_error"},
-		{"unknown", "zzz", testEdgeKey, 404, "", "invalid_request_error"},
+		{"unknown", "zzz", testEdgeKey, 403, "", "permission_error"},
 		{"peer not in config", "a", fakeFingerprint("stranger"), 403, "", "permission_error"},
 	}
 	for _, tt := range tests {

@@ -4,30 +4,25 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/airlock-proxy/airlock/internal/clientheader"
 	"github.com/airlock-proxy/airlock/internal/hopheader"
 
 	"golang.org/x/net/http/httpguts"
 )
 
-// credentialHeaders are the client's credentials. The edge removes them
-// before the head; the relay removes them again (defence in depth) before it
-// sets the upstream's own.
-//
-// Cookie goes too: OpenAI-compatible APIs do not use cookies, and a client's
-// cookies (for other services inside the restricted network) have no
-// business reaching an upstream outside it.
-var credentialHeaders = []string{"Authorization", "Api-Key", "Cookie"}
-
-// clientAddressHeaders carry addresses from inside the restricted network;
-// they go upstream only with forward_client_address = true.
-var clientAddressHeaders = []string{"X-Forwarded-For", "Forwarded", "X-Real-Ip"}
-
 // requestHeader builds the upstream request's headers from the edge's head:
 // hop-by-hop headers, client credentials, client addresses (unless fwdAddr),
-// Airlock-* headers, Host, Content-Length and Expect removed; Te: trailers, the upgrade headers and the
-// client's User-Agent kept; Accept-Encoding kept or set to identity; the
-// upstream's extra headers and key (nil: none) set. upgrade is the checked
-// upgrade type of the request, "" for none.
+// Airlock-* headers, Host, Content-Length and Expect removed; Te: trailers,
+// the upgrade headers and the client's User-Agent kept; Accept-Encoding kept
+// or set to identity; the upstream's extra headers and key (nil: none) set.
+// upgrade is the checked upgrade type of the request, "" for none.
+//
+// The edge has removed the client's credentials already; they are removed
+// again here (defence in depth: an edge of another version, or one with a
+// bug, must not leak a client key to the upstream), from the same list
+// (package clientheader), before the upstream's own are set. The
+// upstream's configured extra headers may use credential names (x-api-key
+// for an upstream that takes it): they are the relay's, not the client's.
 func requestHeader(in http.Header, up *upstream, key *apiKey, fwdAddr bool, upgrade string) http.Header {
 	// Te: trailers is read from the inbound head before stripping
 	// (golang.org/issue/21096).
@@ -37,13 +32,9 @@ func requestHeader(in http.Header, up *upstream, key *apiKey, fwdAddr bool, upgr
 		h = make(http.Header)
 	}
 	hopheader.Remove(h)
-	for _, name := range credentialHeaders {
-		h.Del(name)
-	}
+	clientheader.RemoveCredentials(h)
 	if !fwdAddr {
-		for _, name := range clientAddressHeaders {
-			h.Del(name)
-		}
+		clientheader.RemoveAddresses(h)
 	}
 	for name := range h {
 		// Names are canonical (proto decodes them so), so "Airlock-" is

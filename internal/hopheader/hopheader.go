@@ -4,7 +4,9 @@
 // (RFC 9110, section 7.6.1), and how an upgrade request is recognised.
 //
 // Keeping them in one place means the edge and the relay can never disagree
-// about what a hop-by-hop header is.
+// about what a hop-by-hop header is. Client credentials and client addresses
+// are end-to-end headers, dropped for where they come from rather than per
+// connection: package clientheader holds those.
 package hopheader
 
 import (
