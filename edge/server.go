@@ -24,6 +24,10 @@ import (
 // cut by client_send_timeout (clientConn) and client_body_timeout (each read
 // of a body) instead, which bound each wait rather than the whole exchange.
 const (
+	// fdReserve is how many descriptors besides the client connections
+	// the edge wants under its open-file limit: tunnel sockets, listeners,
+	// log files.
+	fdReserve = 64
 	// maxHeaderBytes keeps every request head within proto's head limit
 	// (64 KiB), so that no well-formed request fails on the wire.
 	maxHeaderBytes = 48 << 10
@@ -135,6 +139,9 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 	s.http.Protocols.SetUnencryptedHTTP2(true)
 	if c.AdminListen != adminOff {
 		s.admin = admin.New(c.AdminListen, s.readyErr, logger.With("component", "admin"))
+		if c.AdminPprof {
+			s.admin.EnablePprof()
+		}
 		s.admin.Handle("GET /metrics", metrics.Handler(reg))
 	}
 	return s, nil
@@ -163,6 +170,14 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.clients.Listener = tcp
 	ln := net.Listener(s.clients)
+	// Go raises the soft limit to the hard one at start; what is left must
+	// hold the client connections, the tunnel's sockets and the upstream
+	// side's spare descriptors.
+	if limit, ok := openFileLimit(); ok && limit < uint64(s.cfg.MaxClientConnections)+fdReserve {
+		s.logger.Warn("edge: the open-file limit is below max_client_connections: past it, new connections fail "+
+			"before the edge can answer them; raise LimitNOFILE (systemd) or ulimit -n, or lower max_client_connections",
+			"open_file_limit", limit, "max_client_connections", s.cfg.MaxClientConnections, "reserve", fdReserve)
+	}
 	if s.admin != nil {
 		if err := s.admin.Start(); err != nil {
 			ln.Close()
@@ -331,6 +346,7 @@ func (s *Server) Reload(cfg *Config) error {
 		config.Setting{Key: "name", Running: old.Name, Reloaded: c.Name},
 		config.Setting{Key: "listen", Running: old.Listen, Reloaded: c.Listen},
 		config.Setting{Key: "admin_listen", Running: old.AdminListen, Reloaded: c.AdminListen},
+		config.Setting{Key: "admin_pprof", Running: old.AdminPprof, Reloaded: c.AdminPprof},
 		config.Setting{Key: "key_file", Running: old.KeyFile, Reloaded: c.KeyFile},
 		config.Setting{Key: "transport", Running: old.Transport, Reloaded: c.Transport},
 		config.Setting{Key: "proxy_url", Running: old.ProxyURL, Reloaded: c.ProxyURL},

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/airlock-proxy/airlock/internal/config"
+	"github.com/airlock-proxy/airlock/internal/keyfile"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
 
@@ -73,7 +75,10 @@ type UpstreamConfig struct {
 	// set, or Keys, unless Auth is "none" (then none of them).
 	Key string `toml:"key"`
 	// KeyFile names a file holding only the key (surrounding white space is
-	// ignored). Relative to the config file.
+	// ignored). Relative to the config file. Like ssh, the relay refuses a
+	// file that group or others may read or write (mode 0600 or 0400; 0640
+	// when owned by root and read through its group); the error gives the
+	// chmod. Not checked on Windows.
 	KeyFile string `toml:"key_file"`
 	// KeyEnv names an environment variable holding the key. It must be set
 	// and non-empty when the relay starts.
@@ -133,14 +138,24 @@ type Config struct {
 	// host and port of listen); "off" serves QUIC only.
 	ListenTCP string `toml:"listen_tcp"`
 	// AdminListen is the TCP address of /healthz and /readyz (and /metrics).
-	// Default: "127.0.0.1:9091"; "off" disables the admin listener.
+	// Default: "127.0.0.1:9091"; "off" disables the admin listener. Nothing
+	// there asks for credentials: an address other than loopback is logged
+	// as a warning at start.
 	AdminListen string `toml:"admin_listen"`
+	// AdminPprof serves Go's profiler under /debug/pprof/ on the admin
+	// listener. It shows the command line and memory contents and a CPU
+	// profile loads the relay, so enable it only while you profile, on a
+	// listener only operators reach. Default: false (the paths answer 404).
+	AdminPprof bool `toml:"admin_pprof"`
 	// KeyFile is this relay's tunnel private key (PEM, Ed25519). Required
-	// unless Identity is set.
+	// unless Identity is set. Its permissions are checked as an upstream's
+	// key_file's are.
 	KeyFile string `toml:"key_file"`
-	// ForwardClientAddress sends the client's X-Forwarded-For, Forwarded
-	// and X-Real-Ip headers upstream. Default: false, so that addresses
-	// from inside the restricted network stay there.
+	// ForwardClientAddress sends the client address headers
+	// (X-Forwarded-For, Forwarded, X-Real-Ip, Via, True-Client-Ip and the
+	// others listed in package clientheader) upstream. Default: false, so
+	// that addresses and host names from inside the restricted network
+	// stay there.
 	ForwardClientAddress bool `toml:"forward_client_address"`
 	// ShutdownGrace is how long a drain waits for in-flight streams before
 	// closing them. Default: 30s. Zero means the default; negative is an
@@ -204,7 +219,9 @@ func (c *Config) Clone() *Config {
 
 // Validate reports the first problem with c, naming the TOML key. It does
 // not fill defaults; call SetDefaults first. It checks that every key_env
-// variable is set, but it reads no key file (NewHandler does).
+// variable is set and that no upstream key_file that exists is open to group
+// or others (see internal/keyfile), but it reads no key file (NewHandler
+// does, and reports a missing one).
 func (c *Config) Validate() error {
 	if c.Name == "" {
 		return errors.New("name: must not be empty")
@@ -353,6 +370,13 @@ func (k *KeyConfig) validate(up string, names map[string]bool) error {
 	if k.KeyEnv != "" && strings.TrimSpace(os.Getenv(k.KeyEnv)) == "" {
 		return fmt.Errorf("%s: key_env: environment variable %s is unset or empty", strings.TrimSuffix(what, ": key"), k.KeyEnv)
 	}
+	// A missing file is reported where it is read (NewHandler), so that a
+	// config can be checked away from its key files.
+	if k.KeyFile != "" {
+		if err := keyfile.Check(k.KeyFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%s: key_file: %w", strings.TrimSuffix(what, ": key"), err)
+		}
+	}
 	return nil
 }
 
@@ -386,20 +410,67 @@ func parseBaseURL(s string) (*url.URL, error) {
 	case u.Fragment != "" || strings.Contains(s, "#"):
 		return nil, errors.New("must not contain a fragment")
 	}
+	// url.Parse keeps dot segments; an upstream (or a proxy before it)
+	// would resolve them and call a path the operator did not mean.
+	for seg := range strings.SplitSeq(u.EscapedPath(), "/") {
+		if dec, err := url.PathUnescape(seg); err == nil && (dec == "." || dec == "..") {
+			return nil, errPathDot
+		}
+	}
 	if _, err := joinPath(u, "/"); err != nil {
 		return nil, fmt.Errorf("path: %w", err)
 	}
 	return u, nil
 }
 
-// redactURL drops the userinfo of a URL for error messages (a password may
-// sit there by mistake).
+// redactURL returns a base URL for an error message or a log line without
+// what may hold a secret: the userinfo (user name too: some APIs take the key
+// there), each query value and the fragment are replaced by a marker. It
+// works on the raw string, so that a URL that does not parse is redacted
+// as well.
 func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
+	// The authority runs from "//" (or, in a URL without one, from the
+	// start) to the first "/"; its userinfo ends at its last "@". This is
+	// done before "#" and "?" are cut off, so that a password holding
+	// either is redacted too.
+	prefix, after := "", s
+	if i := strings.Index(s, "://"); i >= 0 {
+		prefix, after = s[:i+3], s[i+3:]
 	}
-	return u.Redacted()
+	authority, path := after, ""
+	if i := strings.IndexByte(after, '/'); i >= 0 {
+		authority, path = after[:i], after[i:]
+	}
+	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
+		s = prefix + redacted + authority[i:] + path
+	}
+	rest, frag, hasFrag := strings.Cut(s, "#")
+	rest, query, hasQuery := strings.Cut(rest, "?")
+	var b strings.Builder
+	b.WriteString(rest)
+	if hasQuery {
+		b.WriteByte('?')
+		for i, pair := range strings.Split(query, "&") {
+			if i > 0 {
+				b.WriteByte('&')
+			}
+			// Keep a parameter's name, which helps ("api-version"), unless
+			// there is no "=": then the whole pair may be the secret.
+			if name, _, ok := strings.Cut(pair, "="); ok {
+				b.WriteString(name + "=")
+			}
+			if pair != "" {
+				b.WriteString(redacted)
+			}
+		}
+	}
+	if hasFrag {
+		b.WriteString("#")
+		if frag != "" {
+			b.WriteString(redacted)
+		}
+	}
+	return b.String()
 }
 
 const redacted = "[redacted]"

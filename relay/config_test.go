@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/airlock-proxy/airlock/internal/config"
+	"github.com/airlock-proxy/airlock/internal/keyfile"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
 
@@ -48,6 +50,7 @@ func TestConfigDefaults(t *testing.T) {
 		{"admin_listen", c.AdminListen, "127.0.0.1:9091"},
 		{"shutdown_grace", c.ShutdownGrace.Duration, 30 * time.Second},
 		{"forward_client_address", c.ForwardClientAddress, false},
+		{"admin_pprof", c.AdminPprof, false},
 		{"upstream.auth", c.Upstreams[0].Auth, "bearer"},
 		{"upstream.response_header_timeout", c.Upstreams[0].ResponseHeaderTimeout.Duration, 10 * time.Minute},
 	} {
@@ -91,12 +94,21 @@ func TestConfigValidate(t *testing.T) {
 		{"ftp base_url", func(c *Config) { c.Upstreams[0].BaseURL = "ftp://x" },
 			`upstream "openai": base_url "ftp://x": scheme must be http or https`},
 		{"empty base_url", func(c *Config) { c.Upstreams[0].BaseURL = "" }, `upstream "openai": base_url "": required`},
-		{"base_url with query", func(c *Config) { c.Upstreams[0].BaseURL = "https://h/v1?a=b" }, "base_url \"https://h/v1?a=b\": must not contain a query"},
+		{"base_url with query", func(c *Config) { c.Upstreams[0].BaseURL = "https://h/v1?a=b" }, "base_url \"https://h/v1?a=[redacted]\": must not contain a query"},
 		{"base_url with empty query", func(c *Config) { c.Upstreams[0].BaseURL = "https://h/v1?" }, "must not contain a query"},
 		{"base_url with fragment", func(c *Config) { c.Upstreams[0].BaseURL = "https://h/v1#x" }, "must not contain a fragment"},
 		{"base_url with userinfo", func(c *Config) { c.Upstreams[0].BaseURL = "https://u:pw@h/v1" }, "must not contain userinfo"},
 		{"base_url without host", func(c *Config) { c.Upstreams[0].BaseURL = "https:///v1" }, "base_url"},
 		{"base_url opaque", func(c *Config) { c.Upstreams[0].BaseURL = "https:h" }, "base_url"},
+		{"base_url with ..", func(c *Config) { c.Upstreams[0].BaseURL = "https://h/v1/../admin" },
+			`upstream "openai": base_url "https://h/v1/../admin": path must not contain a "." or ".." segment`},
+		{"base_url ending in ..", func(c *Config) { c.Upstreams[0].BaseURL = "https://h/v1/.." }, `path must not contain a "." or ".." segment`},
+		{"base_url with .", func(c *Config) { c.Upstreams[0].BaseURL = "https://h/./v1" }, `upstream "openai": base_url "https://h/./v1": path must not contain`},
+		{"base_url ending in .", func(c *Config) { c.Upstreams[0].BaseURL = "https://h/v1/." }, `path must not contain a "." or ".." segment`},
+		{"base_url with %2e%2e", func(c *Config) { c.Upstreams[0].BaseURL = "https://h/v1/%2e%2e/admin" }, `base_url "https://h/v1/%2e%2e/admin": path must not contain`},
+		{"base_url with %2E.", func(c *Config) { c.Upstreams[0].BaseURL = "https://h/v1/%2E./admin" }, `path must not contain a "." or ".." segment`},
+		{"base_url with %2e", func(c *Config) { c.Upstreams[0].BaseURL = "https://h/%2e/v1" }, `path must not contain a "." or ".." segment`},
+		{"base_url with dots in a name", func(c *Config) { c.Upstreams[0].BaseURL = "https://h/v1.../..x/a.b" }, ""},
 		{"duplicate upstream", func(c *Config) { c.Upstreams[1].Name = "openai" }, `upstream "openai": name: duplicate`},
 		{"unnamed upstream", func(c *Config) { c.Upstreams[1].Name = "" }, "upstream: name: must not be empty"},
 		{"bad auth", func(c *Config) { c.Upstreams[0].Auth = "basic" }, `upstream "openai": auth "basic"`},
@@ -296,5 +308,154 @@ func TestAuthorize(t *testing.T) {
 	ups[0] = "changed"
 	if _, again, _ := h.Authorize(fakeFingerprint("edge lab")); again[0] != "openai" {
 		t.Errorf("Authorize returned the handler's own slice")
+	}
+}
+
+// TestBaseURLErrorsHideSecrets: a base_url that is refused is named in the
+// error without what may be a secret in it: query values, userinfo, the
+// fragment (issue 8, section 4).
+func TestBaseURLErrorsHideSecrets(t *testing.T) {
+	const secret = "SECRET"
+	urls := []string{
+		"https://h/v1?key=SECRET",
+		"https://h/v1/../x?key=SECRET",
+		"https://h/v1/%2e%2e/x?api-version=1&key=SECRET",
+		"https://h/./v1?SECRET",
+		"https://h/v1?key=SECRET#frag",
+		"https://h/v1#SECRET",
+		"https://SECRET@h/v1",
+		"https://user:SECRET@h/v1",
+		"https://user:SECRET@h/v1/../x",
+		"https://user:SECRET?x@h/v1",
+		"https://user:SECRET#x@h/v1",
+		"ftp://user:SECRET@h/v1?key=SECRET",
+		"https://h/%zz?key=SECRET",      // does not parse
+		"https://user:SECRET@h:port/v1", // does not parse
+		"https:user:SECRET@h/v1",        // opaque
+	}
+	for _, raw := range urls {
+		t.Run(raw, func(t *testing.T) {
+			c := validConfig()
+			c.Upstreams[0].BaseURL = raw
+			c.SetDefaults()
+			err := c.Validate()
+			if err == nil {
+				t.Fatal("got no error, want base_url refused")
+			}
+			_, upErr := newUpstream(&c.Upstreams[0])
+			var logs bytes.Buffer
+			slog.New(slog.NewJSONHandler(&logs, nil)).Info("config", "upstream", c.Upstreams[0])
+			for _, got := range []string{err.Error(), upErr.Error()} {
+				if !strings.Contains(got, `upstream "openai": base_url "`) {
+					t.Errorf("got %q, want it to name the upstream and base_url", got)
+				}
+			}
+			for _, got := range []string{err.Error(), upErr.Error(), logs.String()} {
+				if strings.Contains(got, secret) {
+					t.Errorf("got %q, which shows the secret", got)
+				}
+			}
+		})
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"plain", "https://api.openai.com/v1", "https://api.openai.com/v1"},
+		{"query values", "https://h/v1?api-version=2024&key=s", "https://h/v1?api-version=[redacted]&key=[redacted]"},
+		{"bare query", "https://h/v1?s", "https://h/v1?[redacted]"},
+		{"empty query", "https://h/v1?", "https://h/v1?"},
+		{"empty value", "https://h/v1?key=", "https://h/v1?key=[redacted]"},
+		{"fragment", "https://h/v1#s", "https://h/v1#[redacted]"},
+		{"user", "https://u@h/v1", "https://[redacted]@h/v1"},
+		{"user and password", "https://u:p@h:8443/v1", "https://[redacted]@h:8443/v1"},
+		{"@ in the path stays", "https://h/v1/a@b", "https://h/v1/a@b"},
+		{"no scheme", "u:p@h/v1?k=s", "[redacted]@h/v1?k=[redacted]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := redactURL(tt.in); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestUpstreamKeyFilePermissions: like the tunnel key, an upstream key_file
+// that group or others may read or write is refused, by Validate and by
+// NewHandler, with the chmod that fixes it (issue 8, section 4).
+func TestUpstreamKeyFilePermissions(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("mode bits are not checked on Windows")
+	}
+	dir := t.TempDir()
+	writeKey := func(name string, perm os.FileMode) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(testKey+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, perm); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	private, readOnly := writeKey("private.key", 0o600), writeKey("readonly.key", 0o400)
+	worldReadable, groupReadable := writeKey("world.key", 0o644), writeKey("group.key", 0o640)
+	otherReadable := writeKey("other.key", 0o604)
+	up := func(keyFile string) UpstreamConfig {
+		return UpstreamConfig{Name: "u", BaseURL: "http://h/v1", KeyFile: keyFile}
+	}
+	keys := func(keyFile string) UpstreamConfig {
+		return UpstreamConfig{Name: "u", BaseURL: "http://h/v1", Keys: []KeyConfig{{Name: "a", Key: "k"}, {Name: "b", KeyFile: keyFile}}}
+	}
+	tests := []struct {
+		name string
+		up   UpstreamConfig
+		want string // substring of the error; "" = accepted
+	}{
+		{"0600", up(private), ""},
+		{"0400", up(readOnly), ""},
+		{"[[upstream.keys]] 0600", keys(private), ""},
+		{"0644", up(worldReadable), `upstream "u": key_file: key file ` + worldReadable + " has mode 0644: readable or writable by group or others; run: chmod 600 " + worldReadable},
+		{"0640", up(groupReadable), "mode 0640"},
+		{"0604", up(otherReadable), "mode 0604"},
+		{"[[upstream.keys]] 0640", keys(groupReadable), `upstream "u": key "b": key_file: key file ` + groupReadable + " has mode 0640"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := testConfig(tt.up)
+			c.SetDefaults()
+			errs := map[string]error{"Validate": c.Validate()}
+			h, err := NewHandler(c, nil, nil)
+			if err == nil {
+				h.closeIdle()
+			}
+			errs["NewHandler"] = err
+			for op, err := range errs {
+				if tt.want == "" {
+					if err != nil {
+						t.Errorf("%s: got %v, want no error", op, err)
+					}
+					continue
+				}
+				if !errors.Is(err, keyfile.ErrTooOpen) || !strings.Contains(err.Error(), tt.want) {
+					t.Errorf("%s: got %v, want keyfile.ErrTooOpen containing %q", op, err, tt.want)
+				}
+				if err != nil && strings.Contains(err.Error(), testKey) {
+					t.Errorf("%s: error %q contains the key", op, err)
+				}
+			}
+		})
+	}
+}
+
+// TestValidateMissingKeyFile: Validate checks a key_file's permissions but
+// leaves a missing file to NewHandler, so that a config (the example) can be
+// checked away from its key files.
+func TestValidateMissingKeyFile(t *testing.T) {
+	c := testConfig(UpstreamConfig{Name: "u", BaseURL: "http://h/v1", KeyFile: filepath.Join(t.TempDir(), "nope.key")})
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate: got %v, want no error", err)
 	}
 }

@@ -80,6 +80,9 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 	s := &Server{cfg: c, logger: logger, id: id, handler: h, tun: tun, serving: make(chan struct{})}
 	if c.AdminListen != AdminOff {
 		s.admin = admin.New(c.AdminListen, s.ready, logger)
+		if c.AdminPprof {
+			s.admin.EnablePprof()
+		}
 		s.admin.Handle("GET /metrics", metrics.Handler(reg))
 	}
 	return s, nil
@@ -225,6 +228,7 @@ func (s *Server) Reload(cfg *Config) error {
 		config.Setting{Key: "listen", Running: s.cfg.Listen, Reloaded: c.Listen},
 		config.Setting{Key: "listen_tcp", Running: s.cfg.ListenTCP, Reloaded: c.ListenTCP},
 		config.Setting{Key: "admin_listen", Running: s.cfg.AdminListen, Reloaded: c.AdminListen},
+		config.Setting{Key: "admin_pprof", Running: s.cfg.AdminPprof, Reloaded: c.AdminPprof},
 		config.Setting{Key: "key_file", Running: s.cfg.KeyFile, Reloaded: c.KeyFile},
 		config.Setting{Key: "forward_client_address", Running: s.cfg.ForwardClientAddress, Reloaded: c.ForwardClientAddress},
 		config.Setting{Key: "shutdown_grace", Running: s.cfg.ShutdownGrace, Reloaded: c.ShutdownGrace},

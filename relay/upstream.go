@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/airlock-proxy/airlock/internal/keyfile"
 )
 
 // Transport settings shared by every upstream. There is deliberately no
@@ -187,7 +189,7 @@ func resolveKey(up string, c *KeyConfig) (secret, error) {
 		v, source = c.Key, "key"
 	case c.KeyFile != "":
 		source = fmt.Sprintf("key_file %q", c.KeyFile)
-		b, err := os.ReadFile(c.KeyFile)
+		b, err := keyfile.Read(c.KeyFile)
 		if err != nil {
 			// An *os.PathError names the file, never its contents.
 			return secret{}, fmt.Errorf("%s: key_file: %w", what, err)

@@ -16,6 +16,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/airlock-proxy/airlock/internal/keyfile"
 )
 
 // Identity is one side's key pair and the self-signed certificate it presents
@@ -38,9 +40,13 @@ func GenerateIdentity() (*Identity, error) {
 }
 
 // LoadIdentity reads a private key written by [Identity.Save] (PEM, PKCS #8,
-// Ed25519).
+// Ed25519). Like ssh, it refuses a key file that group or others may read or
+// change (see package internal/keyfile: mode 0600 or 0400, or 0640 when root
+// owns the file and hands it to a service user's group); the error names the
+// file and its mode and gives the chmod, and wraps [keyfile.ErrTooOpen]. No
+// check is made on Windows, where mode bits do not govern access.
 func LoadIdentity(path string) (*Identity, error) {
-	b, err := os.ReadFile(path)
+	b, err := keyfile.Read(path)
 	if err != nil {
 		return nil, fmt.Errorf("loading key: %w", err)
 	}

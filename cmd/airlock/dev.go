@@ -24,7 +24,7 @@ upstream, with the key from the environment variable named by -upstream-key-env.
 	keyEnv := fs.String("upstream-key-env", "", "environment `variable` holding the upstream's API key (with -upstream)")
 	auth := fs.String("upstream-auth", "bearer", "how the upstream takes its key: bearer or api-key")
 	transport := fs.String("transport", "quic", "tunnel `transport`: quic, tcp or auto")
-	adminOn := fs.Bool("admin", false, "start the edge's and the relay's admin listeners (/healthz, /readyz, /metrics) on loopback and print their URLs")
+	adminOn := fs.Bool("admin", false, "start the edge's and the relay's admin listeners (/healthz, /readyz, /metrics, and the profiler under /debug/pprof/) on loopback and print their URLs")
 	var lf logFlags
 	lf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -62,7 +62,7 @@ upstream, with the key from the environment variable named by -upstream-key-env.
 	defer st.Close()
 	printDevBanner(stdout, st)
 	if *adminOn {
-		fmt.Fprintf(stdout, "Admin listeners (/healthz, /readyz, /metrics):\n\n  edge:  %s\n  relay: %s\n\n", st.EdgeAdminURL, st.RelayAdminURLs[0])
+		fmt.Fprintf(stdout, "Admin listeners (/healthz, /readyz, /metrics, /debug/pprof/):\n\n  edge:  %s\n  relay: %s\n\n", st.EdgeAdminURL, st.RelayAdminURLs[0])
 	}
 	<-sigs
 	fmt.Fprintln(stdout, "\nstopping")

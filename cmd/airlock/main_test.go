@@ -7,8 +7,10 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/airlock-proxy/airlock/edge"
 	"github.com/airlock-proxy/airlock/internal/config"
+	"github.com/airlock-proxy/airlock/internal/testlog"
 	"github.com/airlock-proxy/airlock/relay"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
@@ -166,6 +169,11 @@ func TestKeygen(t *testing.T) {
 	if _, err := tunnel.ParseFingerprint(fp); err != nil {
 		t.Fatalf("keygen printed %q: %v", fp, err)
 	}
+	if fi, err := os.Stat(path); err != nil {
+		t.Fatal(err)
+	} else if runtime.GOOS != "windows" && fi.Mode().Perm() != 0o600 {
+		t.Errorf("keygen -out wrote mode %04o, want 0600", uint32(fi.Mode().Perm()))
+	}
 	if code, out, _ := runCLI("keygen", "-show", path); code != exitOK || strings.TrimSpace(out) != fp {
 		t.Errorf("keygen -show: got %d %q, want 0 %q", code, out, fp)
 	}
@@ -281,3 +289,153 @@ func TestSignals(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestOpenKeyFilesRefused: every command that reads a key file refuses one
+// that group or others may read or write, and says which chmod fixes it
+// (issue 8, section 4). The roles are built as their commands build them, but
+// not started, so that a regression fails instead of serving.
+func TestOpenKeyFilesRefused(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("mode bits are not checked on Windows")
+	}
+	t.Setenv("OPENAI_API_KEY", "sk-test")
+	keygenShow := func(dir string) error {
+		if code, _, stderr := runCLI("keygen", "-show", filepath.Join(dir, "edge.key")); code != exitOK {
+			return errors.New(stderr)
+		}
+		return nil
+	}
+	buildEdge := func(dir string) error {
+		path := filepath.Join(dir, "edge.toml")
+		var cfg edge.Config
+		if err := config.Load(path, &cfg); err != nil {
+			return err
+		}
+		if err := prepareEdge(path, &cfg); err != nil {
+			return err
+		}
+		srv, err := edge.NewServer(&cfg, nil)
+		if err != nil {
+			return err
+		}
+		return srv.Close()
+	}
+	buildRelay := func(dir string) error {
+		path := filepath.Join(dir, "relay.toml")
+		var cfg relay.Config
+		if err := config.Load(path, &cfg); err != nil {
+			return err
+		}
+		if err := prepareRelay(path, &cfg); err != nil {
+			return err
+		}
+		srv, err := relay.NewServer(&cfg, nil)
+		if err != nil {
+			return err
+		}
+		return srv.Close()
+	}
+	tests := []struct {
+		name    string
+		key     string // the file made too open, in the init directory
+		perm    os.FileMode
+		run     func(dir string) error
+		wantErr string // besides "chmod 600 <key>"
+	}{
+		{"keygen -show", "edge.key", 0o644, keygenShow, "mode 0644"},
+		{"edge tunnel key", "edge.key", 0o640, buildEdge, "mode 0640"},
+		{"relay tunnel key", "relay.key", 0o604, buildRelay, "key_file: loading key: key file"},
+		{"relay upstream key_file", "openai.key", 0o644, buildRelay, `upstream "openai": key_file: key file`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if code, _, stderr := runCLI("init", "-dir", dir, "-relay-address", "127.0.0.1:1"); code != exitOK {
+				t.Fatalf("init: exit %d: %s", code, stderr)
+			}
+			// An upstream key in a file instead of the environment.
+			relayToml := filepath.Join(dir, "relay.toml")
+			b, err := os.ReadFile(relayToml)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b = []byte(strings.Replace(string(b), `key_env = "OPENAI_API_KEY"`, `key_file = "openai.key"`, 1))
+			if err := os.WriteFile(relayToml, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "openai.key"), []byte("sk-test\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.run(dir); err != nil {
+				t.Fatalf("with every key file 0600: %v", err)
+			}
+
+			path := filepath.Join(dir, tt.key)
+			if err := os.Chmod(path, tt.perm); err != nil {
+				t.Fatal(err)
+			}
+			err = tt.run(dir)
+			if err == nil {
+				t.Fatalf("got no error with %s mode %04o, want a refusal", tt.key, uint32(tt.perm))
+			}
+			for _, want := range []string{tt.wantErr, "run: chmod 600 " + path} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("got %q, want it to contain %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+// TestDevAdmin: `airlock dev -admin` prints both admin listeners, on
+// loopback, and they answer.
+func TestDevAdmin(t *testing.T) {
+	var stdout, stderr testlog.Buffer
+	done := make(chan error, 1)
+	go func() { done <- runDev([]string{"-admin", "-listen", "127.0.0.1:0"}, &stdout, &stderr) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(stdout.String(), "Admin listeners") {
+		select {
+		case err := <-done:
+			t.Fatalf("dev ended: %v; stderr: %s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dev printed no admin listeners within 30s; stdout: %s", stdout.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// runDev has registered for SIGTERM before it printed anything.
+	defer func() {
+		syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("dev: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("SIGTERM did not stop dev")
+		}
+	}()
+	var urls []string
+	for _, f := range strings.Fields(stdout.String()) {
+		if strings.HasPrefix(f, "http://127.0.0.1:") && !strings.HasSuffix(f, "/v1") && !strings.Contains(f, "/v1/") {
+			urls = append(urls, f)
+		}
+	}
+	if len(urls) != 2 {
+		t.Fatalf("got admin URLs %q, want the edge's and the relay's on 127.0.0.1; stdout: %s", urls, stdout.String())
+	}
+	for _, u := range urls {
+		for _, path := range []string{"/healthz", "/metrics"} {
+			resp, err := http.Get(u + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("GET %s%s: got status %d, want 200", u, path, resp.StatusCode)
+			}
+		}
+	}
+}

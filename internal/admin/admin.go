@@ -1,11 +1,14 @@
 // Package admin serves a role's operator endpoints on their own listener,
 // loopback by default: /healthz (the process is alive), /readyz (it can serve:
-// an edge has a tunnel session, a relay is listening), /debug/pprof/ (Go's
-// profiler, for the operator who must find where CPU or memory goes) and,
-// registered by the role, /metrics.
+// an edge has a tunnel session, a relay is listening), registered by the
+// role, /metrics and, only when enabled, /debug/pprof/ (Go's profiler, for
+// the operator who must find where CPU or memory goes).
 //
 // It is separate from the traffic listener so that probes and scrapes work
-// when the traffic port is saturated, and so that it can stay on loopback.
+// when the traffic port is saturated, and so that it can stay on loopback:
+// nothing here asks for credentials. The profiler is off by default because
+// it shows the command line and memory contents and can load the CPU; and a
+// listener bound to a non-loopback address is logged as a warning at Start.
 package admin
 
 import (
@@ -27,6 +30,7 @@ type Server struct {
 	logger *slog.Logger
 	mux    *http.ServeMux
 	srv    *http.Server
+	pprof  bool
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -49,11 +53,6 @@ func New(addr string, ready func() (string, error), logger *slog.Logger) *Server
 		fmt.Fprintln(w, "ok")
 	})
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
-	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	s.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	s.srv = &http.Server{
 		Handler:           s.mux,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -85,11 +84,41 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 // "GET /metrics". Call it before Start.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
-// Start binds the listener and serves in a goroutine that Close stops.
+// EnablePprof serves Go's profiler under /debug/pprof/ (the index, cmdline,
+// profile, symbol and trace, and every named profile such as heap or
+// goroutine). Without it those paths answer 404. Call it before Start; a
+// second call does nothing.
+//
+// The profiler shows the process's command line and what its memory holds,
+// and a CPU profile or trace loads the process while it runs: enable it
+// (admin_pprof = true) only on a listener that only operators reach.
+func (s *Server) EnablePprof() {
+	if s.pprof {
+		return
+	}
+	s.pprof = true
+	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+}
+
+// Start binds the listener and serves in a goroutine that Close stops. A
+// listener that is not on a loopback address is logged as a warning: every
+// endpoint is open to whoever reaches it.
 func (s *Server) Start() error {
 	ln, err := net.Listen("tcp", s.addr)
 	if err != nil {
 		return fmt.Errorf("admin listener: %w", err)
+	}
+	if !isLoopback(ln.Addr()) {
+		exposed := "/metrics"
+		if s.pprof {
+			exposed = "/metrics and /debug/pprof/"
+		}
+		s.logger.Warn("admin listener is not on loopback: anyone who reaches it reads its endpoints without credentials; bind admin_listen to 127.0.0.1 unless a firewall or network policy guards it",
+			"addr", ln.Addr().String(), "exposes", exposed)
 	}
 	s.mu.Lock()
 	s.ln = ln
@@ -103,6 +132,15 @@ func (s *Server) Start() error {
 	}()
 	s.logger.Info("admin listening", "addr", ln.Addr().String())
 	return nil
+}
+
+// isLoopback reports whether a bound listener address is on a loopback
+// interface only. The bound address is the resolved one: "localhost:9090"
+// binds 127.0.0.1, while ":9090", "0.0.0.0:9090" and "[::]:9090" bind every
+// interface and are not loopback.
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 // Addr is the bound address; nil before Start.

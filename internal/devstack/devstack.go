@@ -45,8 +45,9 @@ type Options struct {
 	// transport).
 	ProxyURL string
 	// Admin, when set, starts the edge's and the relays' admin listeners
-	// (/healthz, /readyz, /metrics) on loopback ports; see
-	// Stack.EdgeAdminURL and RelayAdminURLs.
+	// (/healthz, /readyz, /metrics) on loopback ports, with Go's profiler
+	// under /debug/pprof/ as well (admin_pprof): they are for the developer
+	// on this host; see Stack.EdgeAdminURL and RelayAdminURLs.
 	Admin bool
 	// Relays is how many relays to run (default 1), each with its own key,
 	// all calling the same upstream; the edge keeps sessions to all.
@@ -153,6 +154,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 			Name:        fmt.Sprintf("dev-relay-%d", i+1),
 			Listen:      "127.0.0.1:0",
 			AdminListen: admin,
+			AdminPprof:  opts.Admin,
 			Identity:    relayID,
 			Edges:       []relay.EdgeConfig{{Name: "dev-edge", Key: edgeID.Fingerprint()}},
 			Upstreams: []relay.UpstreamConfig{{
@@ -187,6 +189,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		Name:        "dev-edge",
 		Listen:      listen,
 		AdminListen: admin,
+		AdminPprof:  opts.Admin,
 		Identity:    edgeID,
 		Clients:     []edge.ClientConfig{{Name: "dev", KeyHash: clientHash}},
 		Relays:      routes,
