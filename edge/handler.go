@@ -141,6 +141,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer h.metrics.inFlight.Dec()
 	defer ex.end()
 	ex.setEdgeHeaders(w.Header())
+	if cc := clientConnOf(r); cc != nil {
+		defer cc.watchNextHead()
+		if cc.ambiguousLength() {
+			// RFC 9112, section 6.3: answer, then close.
+			w.Header().Set("Connection", "close")
+		}
+	}
 
 	if !strings.HasPrefix(r.URL.Path, apiPrefix) {
 		ex.fail(&apiError{

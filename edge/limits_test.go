@@ -390,3 +390,107 @@ func TestAnonymousOnNetworkIsRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestHeadScanner(t *testing.T) {
+	tests := []struct {
+		name   string
+		head   string
+		cl, te bool
+		ended  bool
+	}{
+		{"neither", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", false, false, true},
+		{"length", "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", true, false, true},
+		{"chunked", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", false, true, true},
+		{"both", "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", true, true, true},
+		{"both, any case, bare LF", "POST / HTTP/1.1\nTRANSFER-encoding: chunked\ncontent-LENGTH: 3\n\n", true, true, true},
+		{"not at a line start", "POST / HTTP/1.1\r\nX-Note: content-length: 3\r\nX-Transfer-Encoding: x\r\n\r\n", false, false, true},
+		{"body after the head is not looked at", "POST / HTTP/1.1\r\nContent-Length: 30\r\n\r\nTransfer-Encoding: chunked\r\n", true, false, true},
+		{"unfinished", "POST / HTTP/1.1\r\nContent-Length: 3\r\n", true, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Every split of the head into two reads gives the same answer.
+			for cut := range len(tt.head) + 1 {
+				var s headScanner
+				ended := s.scan([]byte(tt.head[:cut])) || s.scan([]byte(tt.head[cut:]))
+				if ended != tt.ended || s.contentLength != tt.cl || s.transferEncoding != tt.te {
+					t.Fatalf("cut at %d: ended %v, length %v, chunked %v; want %v, %v, %v",
+						cut, ended, s.contentLength, s.transferEncoding, tt.ended, tt.cl, tt.te)
+				}
+			}
+		})
+	}
+}
+
+// FuzzHeadScanner: reading a head byte by byte finds what reading it at
+// once finds.
+func FuzzHeadScanner(f *testing.F) {
+	f.Add([]byte("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"))
+	f.Add([]byte("GET / HTTP/1.1\nHost: x\n\n"))
+	f.Add([]byte("\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var whole, bytewise headScanner
+		endedWhole := whole.scan(b)
+		endedBytewise := false
+		for i := range b {
+			if bytewise.scan(b[i : i+1]) {
+				endedBytewise = true
+				break
+			}
+		}
+		if endedWhole != endedBytewise || whole.contentLength != bytewise.contentLength ||
+			whole.transferEncoding != bytewise.transferEncoding {
+			t.Fatalf("whole: %v %+v; byte by byte: %v %+v", endedWhole, whole, endedBytewise, bytewise)
+		}
+	})
+}
+
+// Issue 8, item 5: a request with both Content-Length and
+// Transfer-Encoding is answered and its connection closed (RFC 9112,
+// section 6.3); a plain chunked request keeps its connection.
+func TestContentLengthAndChunkedCloses(t *testing.T) {
+	e, _ := newLimitedEdge(t, 10, time.Minute, func(t *testing.T, r *fakeRelay) {
+		r.head(t)
+		r.body()
+		r.respond(t, 200, nil, "ok")
+	})
+	chunked := func(extra string) string {
+		return "POST /v1/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + aliceKey + "\r\n" +
+			"Transfer-Encoding: chunked\r\n" + extra + "\r\n3\r\nabc\r\n0\r\n\r\n"
+	}
+	for _, tt := range []struct {
+		name      string
+		extra     string
+		wantClose bool
+	}{
+		{"chunked", "", false},
+		{"chunked with Content-Length", "Content-Length: 3\r\n", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, br := rawRequest(t, e.URL, chunked(tt.extra))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			if resp.StatusCode != 200 || resp.Close != tt.wantClose {
+				t.Fatalf("status %d, close %v; want 200, close %v", resp.StatusCode, resp.Close, tt.wantClose)
+			}
+			if tt.wantClose {
+				readClosed(t, br)
+				return
+			}
+			// The kept connection serves the next request, and the watch
+			// saw its head afresh.
+			io.WriteString(c, chunked("Content-Length: 3\r\n"))
+			resp, err = http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			if !resp.Close {
+				t.Error("the second, ambiguous request on a kept connection did not close it")
+			}
+		})
+	}
+}

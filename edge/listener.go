@@ -1,10 +1,12 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"sync/atomic"
 	"time"
@@ -49,7 +51,9 @@ func (l *clientListener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		return &clientConn{Conn: c, l: l}, nil
+		cc := &clientConn{Conn: c, l: l}
+		cc.scanning.Store(true)
+		return cc, nil
 	}
 }
 
@@ -68,6 +72,53 @@ type clientConn struct {
 	// the timeout, which spares a timer update on every write.
 	armedAt atomic.Int64
 	closed  atomic.Bool
+
+	// The request-head watch (see Read). scanning and rearm are set by
+	// the handler's goroutine; head is only touched by Read, which net/http
+	// never calls from two goroutines at once.
+	scanning  atomic.Bool // the bytes read now are (or start) a request head
+	rearm     atomic.Bool // the next Read starts a new head
+	ambiguous atomic.Bool // the last head had Content-Length and Transfer-Encoding
+	head      headScanner
+}
+
+// Read reads from the connection. While a request head is being read it
+// also notes whether the head has both Content-Length and
+// Transfer-Encoding (see headScanner): net/http lets Transfer-Encoding win
+// and deletes Content-Length, as RFC 9112 section 6.3 allows, but it keeps
+// the connection, which the RFC forbids: such a request is a classic
+// smuggling attempt against whatever proxy stands in front of the edge.
+func (c *clientConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.rearm.CompareAndSwap(true, false) {
+		c.head = headScanner{}
+		c.scanning.Store(true)
+	}
+	if n > 0 && c.scanning.Load() && c.head.scan(p[:n]) {
+		c.ambiguous.Store(c.head.contentLength && c.head.transferEncoding)
+		c.scanning.Store(false)
+	}
+	return n, err
+}
+
+// ambiguousLength reports whether the request being served had both
+// Content-Length and Transfer-Encoding. The handler of each HTTP/1 request
+// calls it once, at its start, and watchNextHead once, at its end.
+func (c *clientConn) ambiguousLength() bool { return c.ambiguous.Swap(false) }
+
+// watchNextHead makes the watch start again with the connection's next
+// read: the next request's head. A head that net/http read ahead together
+// with this request's body (pipelining) is not watched.
+func (c *clientConn) watchNextHead() { c.rearm.Store(true) }
+
+// clientConnOf returns the client connection of an HTTP/1 request; nil
+// for HTTP/2 (whose heads are frames) and for other listeners.
+func clientConnOf(r *http.Request) *clientConn {
+	if r.ProtoMajor != 1 {
+		return nil
+	}
+	cc, _ := r.Context().Value(connKey{}).(*clientConn)
+	return cc
 }
 
 // connEpoch is the origin of clientConn.armedAt's monotonic clock.
@@ -99,6 +150,63 @@ func (c *clientConn) Write(p []byte) (int, error) {
 		// not stalled. Give it a full timeout for the rest.
 		c.armedAt.Store(0)
 	}
+}
+
+// headScanner watches the bytes of one HTTP/1 request head go by, however
+// they are split across reads, for the fields Content-Length and
+// Transfer-Encoding. It looks only at the first bytes of each line, so it
+// costs little more than finding the line ends.
+type headScanner struct {
+	start            [len("transfer-encoding:")]byte // the start of the current line
+	n                int                             // bytes of the current line so far
+	contentLength    bool
+	transferEncoding bool
+}
+
+// scan consumes b and reports whether the head ended in it (an empty
+// line); bytes after the end are not looked at.
+func (s *headScanner) scan(b []byte) (ended bool) {
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		part := b
+		if i >= 0 {
+			part = b[:i]
+		}
+		if s.n < len(s.start) {
+			copy(s.start[s.n:], part)
+		}
+		s.n += len(part)
+		if i < 0 {
+			return false
+		}
+		b = b[i+1:]
+		line := s.start[:min(s.n, len(s.start))]
+		if s.n == 0 || (s.n == 1 && line[0] == '\r') {
+			return true
+		}
+		s.contentLength = s.contentLength || hasPrefixFold(line, "content-length:")
+		s.transferEncoding = s.transferEncoding || hasPrefixFold(line, "transfer-encoding:")
+		s.n = 0
+	}
+	return false
+}
+
+// hasPrefixFold reports whether b starts with the lower-case ASCII prefix,
+// in any case.
+func hasPrefixFold(b []byte, prefix string) bool {
+	if len(b) < len(prefix) {
+		return false
+	}
+	for i := range len(prefix) {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != prefix[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // Close closes the connection and frees its place under the cap, once.

@@ -75,7 +75,7 @@ func TestStalledReadersHurtNobody(t *testing.T) {
 			}
 		}()
 		for i := range stalledReaders {
-			c, err := openStalledReader(ctx, st, keys[i%len(keys)])
+			c, err := openStalledReader(ctx, st, keys[i%len(keys)], stalledDownload)
 			if err != nil {
 				t.Fatalf("stalled reader %d: %v", i, err)
 			}
@@ -103,6 +103,49 @@ func TestStalledReadersHurtNobody(t *testing.T) {
 			if msg, _ := l["msg"].(string); strings.Contains(msg, "session to relay lost") {
 				t.Errorf("a tunnel session was lost while clients stalled: %v", l)
 			}
+		}
+		// About one stream window on each side, and the socket buffers:
+		// 1.2 to 1.6 MiB each here. The bound is wide; the log says more.
+		if each := peak() / stalledReaders; each > 4<<20 {
+			t.Errorf("each stalled reader holds %.1f MiB of heap, want at most 4", float64(each)/(1<<20))
+		}
+	})
+}
+
+// Issue 8, item 1: a client that accepts no bytes for client_send_timeout
+// while its answer waits has the exchange aborted and the upstream call
+// cancelled.
+func TestStalledClientIsCutAndUpstreamCancelled(t *testing.T) {
+	const sendTimeout = 500 * time.Millisecond
+	forEachTransport(t, func(t *testing.T, transport string) {
+		st := startStackWith(t, devstack.Options{
+			Transport:  transport,
+			EdgeConfig: func(c *edge.Config) { c.ClientSendTimeout.Duration = sendTimeout },
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		drainRequests(st.Upstream)
+		c, err := openStalledReader(ctx, st, st.ClientKey, 1<<40)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		var info testupstream.RequestInfo
+		select {
+		case info = <-st.Upstream.Requests():
+		case <-ctx.Done():
+			t.Fatal("upstream saw no request")
+		}
+		start := time.Now()
+		select {
+		case <-info.Done:
+			if !info.Canceled() {
+				t.Error("upstream request ended without its context being cancelled")
+			}
+			t.Logf("%s: upstream call cancelled %v after the download started (client_send_timeout %v)",
+				transport, time.Since(start).Round(time.Millisecond), sendTimeout)
+		case <-time.After(15 * time.Second):
+			t.Fatalf("upstream still sending 15s after a client stopped reading (client_send_timeout %v)", sendTimeout)
 		}
 	})
 }
@@ -167,7 +210,7 @@ func scrapeSum(t *testing.T, adminURL, metric string) float64 {
 
 // openStalledReader asks the edge for a large download on a connection with
 // a tiny receive buffer, reads the status line and then never reads again.
-func openStalledReader(ctx context.Context, st *devstack.Stack, key string) (net.Conn, error) {
+func openStalledReader(ctx context.Context, st *devstack.Stack, key string, size int64) (net.Conn, error) {
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
@@ -184,7 +227,7 @@ func openStalledReader(ctx context.Context, st *devstack.Stack, key string) (net
 		return nil, err
 	}
 	fmt.Fprintf(c, "GET /v1/airlock-test/download?bytes=%d HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n",
-		stalledDownload, host, key)
+		size, host, key)
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	line, err := bufio.NewReaderSize(c, 16).ReadString('\n')
 	c.SetReadDeadline(time.Time{})
