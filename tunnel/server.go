@@ -40,7 +40,11 @@ type ServerOptions struct {
 	// once; more wait in the edge's OpenStream. Default: 10000. Zero means
 	// the default.
 	MaxStreams int
-	// Logger receives session events; nil discards them.
+	// Logger receives session events; nil discards them. A failed session
+	// attempt (TLS or control handshake) is a WARN line with its reason,
+	// remote address and transport, at most 5 at once and then one every
+	// 10s; the next line says how many were left out, and so does a last
+	// line when the server closes. ServerStats.Failures counts them all.
 	Logger *slog.Logger
 	// Software is the relay's software version, for logs.
 	Software string
@@ -65,16 +69,19 @@ type Server struct {
 	cfg      Config
 	h        Handler
 	log      *slog.Logger
-	tlsConf  *tls.Config
+	tlsConf  *tls.Config // for TCP
+	quicTLS  *tls.Config // for QUIC
 	quicConf *quic.Config
 
 	counts       serverCounters
+	handshakeLog *logThrottle    // throttles the lines of failed session attempts
 	lastAccept   atomic.Int64    // when the last stream was accepted, Unix nanoseconds
 	inflight     inflight        // exchange streams being served
 	closing      context.Context // ends when Close begins
 	stopHandlers context.CancelFunc
 	live         inflight       // sessions, in handshake or up
 	wg           sync.WaitGroup // session and stream goroutines
+	attempts     sync.WaitGroup // quicConnContext's callbacks; Add under mu while !closed
 	closeOnce    sync.Once
 
 	mu       sync.Mutex
@@ -139,10 +146,16 @@ func NewServer(opts ServerOptions, h Handler) (*Server, error) {
 		h:            h,
 		log:          log,
 		// One more than MaxStreams: the control stream counts too.
-		quicConf: quicConfig(&cfg, int64(opts.MaxStreams)+1),
-		sessions: make(map[*serverSession]struct{}),
+		quicConf:     quicConfig(&cfg, int64(opts.MaxStreams)+1),
+		handshakeLog: newLogThrottle(handshakeLogBurst, handshakeLogInterval, numFailureReasons),
+		sessions:     make(map[*serverSession]struct{}),
 	}
-	s.tlsConf = serverTLSConfig(opts.Identity, opts.Authorize, func() { s.counts.failures.add(ErrUnknownPeer) }, log)
+	s.tlsConf = serverTLSConfig(opts.Identity, opts.Authorize, func(remote net.Addr, err error) {
+		s.handshakeFailed(TransportTCP, remote, err)
+	})
+	s.quicTLS = serverTLSConfig(opts.Identity, opts.Authorize, func(remote net.Addr, err error) {
+		s.handshakeFailed(TransportQUIC, remote, err)
+	})
 	return s, nil
 }
 
@@ -165,8 +178,8 @@ func (s *Server) Listen() error {
 		return err
 	}
 	tuneUDPBuffers(udp, s.log)
-	tr := &quic.Transport{Conn: udp}
-	ln, err := tr.Listen(s.tlsConf, s.quicConf)
+	tr := &quic.Transport{Conn: udp, ConnContext: s.quicConnContext}
+	ln, err := tr.Listen(s.quicTLS, s.quicConf)
 	if err != nil {
 		tr.Close()
 		udp.Close()
@@ -281,6 +294,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			return fmt.Errorf("tunnel server: accepting: %w", err)
 		}
+		if !quicAccepted(qc) {
+			continue // it ended before Accept returned it, counted as a failed attempt
+		}
 		s.startSession(quicConn{c: qc, io: &s.counts.io})
 	}
 }
@@ -303,7 +319,9 @@ func (s *Server) acceptTCP(ln net.Listener) {
 		s.wg.Go(func() {
 			c, err := s.handshakeTCP(raw)
 			if err != nil {
-				s.log.Debug("tunnel: TCP handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
+				if !errors.Is(err, ErrUnknownPeer) { // recorded where the key is checked
+					s.handshakeFailed(TransportTCP, raw.RemoteAddr(), err)
+				}
 				return
 			}
 			s.startSession(c)
@@ -319,12 +337,13 @@ func (s *Server) handshakeTCP(raw net.Conn) (conn, error) {
 	tc := tls.Server(raw, s.tlsConf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		lingeringClose(raw)
-		if !errors.Is(err, ErrUnknownPeer) { // counted where the key is checked
-			s.counts.failures.add(err)
-		}
 		return nil, fmt.Errorf("TLS handshake: %w", err)
 	}
-	return newYamuxConn(tc, true, &s.cfg, &s.counts.io, s.log)
+	c, err := newYamuxConn(tc, true, &s.cfg, &s.counts.io, s.log)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", proto.ErrProtocol, err)
+	}
+	return c, nil
 }
 
 // lingeringClose closes a refused connection so that the edge reads the TLS
@@ -378,33 +397,36 @@ func (s *Server) serveSession(ss *serverSession) {
 		s.live.done()
 	}()
 
-	log := s.log.With("remote", conn.remoteAddr().String(), "transport", conn.transport())
+	// failed records a failed control handshake, unless it failed because
+	// Close began (Close closes the sessions in handshake too).
+	failed := func(err error) {
+		if s.closing.Err() == nil {
+			s.handshakeFailed(conn.transport(), conn.remoteAddr(), err)
+		}
+	}
 	ctrl, hello, err := acceptControl(conn, s.cfg.HandshakeTimeout.Duration)
 	if err != nil {
-		s.counts.failures.add(err)
-		if closeCause(conn) == nil {
-			log.Warn("tunnel: edge handshake failed", "err", err)
-		}
+		failed(err)
 		conn.closeWithError(handshakeCloseCode(err), err.Error())
 		return
 	}
 	conn.attachControl(ctrl)
 	if hello.Version != proto.ProtocolVersion {
 		msg := fmt.Sprintf("unsupported protocol version %d: this relay speaks version %d", hello.Version, proto.ProtocolVersion)
-		log.Warn("tunnel: refused edge: "+msg, "edge_name", hello.EdgeName, "software", hello.Software)
-		s.counts.failures.add(errVersion)
+		failed(fmt.Errorf("%w: edge %q (software %q): %s", errVersion, hello.EdgeName, hello.Software, msg))
 		conn.closeWithError(closeVersion, msg)
 		return
 	}
 	key, err := conn.peerKey()
 	if err != nil {
+		failed(fmt.Errorf("%w: %w", proto.ErrProtocol, err))
 		conn.closeWithError(closeProtocol, err.Error())
 		return
 	}
 	name, upstreams, err := s.opts.Authorize(key)
 	if err != nil {
-		log.Warn("tunnel: refused edge key "+key, "key", key, "err", err)
-		s.counts.failures.add(ErrUnknownPeer)
+		// The TLS handshake checked the key; a reload removed it since.
+		failed(&peerError{msg: fmt.Sprintf("edge key %s is not authorized: %v", key, err), sentinel: ErrUnknownPeer, key: key})
 		conn.closeWithError(closeUnauthorized, "edge key not authorized")
 		return
 	}
@@ -424,7 +446,7 @@ func (s *Server) serveSession(ss *serverSession) {
 		MaxStreams: uint64(s.opts.MaxStreams),
 	})
 	if err != nil {
-		log.Warn("tunnel: edge handshake failed", "edge", name, "err", err)
+		failed(fmt.Errorf("edge %s: writing WELCOME: %w", name, err))
 		conn.closeWithError(closeProtocol, "writing WELCOME failed")
 		return
 	}
@@ -433,7 +455,7 @@ func (s *Server) serveSession(ss *serverSession) {
 	up = true
 	ss.peer = peer
 	s.mu.Unlock()
-	log = log.With("edge", name, "session", peer.SessionID)
+	log := s.log.With("remote", conn.remoteAddr().String(), "transport", conn.transport(), "edge", name, "session", peer.SessionID)
 	log.Info("tunnel: edge connected", "key", key, "edge_name", hello.EdgeName, "software", hello.Software)
 
 	ctx := conn.context()
@@ -634,6 +656,10 @@ func (s *Server) Close() error {
 			tr.Close()
 			udp.Close()
 		}
+		// Closing the transport ended every QUIC connection; their
+		// callbacks may still run (and may not once Close returns).
+		s.attempts.Wait()
+		s.logSuppressedHandshakes()
 	})
 	return nil
 }

@@ -102,7 +102,10 @@ type ClientStats struct {
 	// Failures counts failed connection attempts by reason, one of
 	// FailureReasons.
 	Failures map[string]uint64
-	// Fallbacks counts the times transport "auto" fell back to TCP.
+	// Fallbacks counts the times transport "auto" fell back to TCP: a
+	// TCP session established right after a QUIC attempt failed. Failed
+	// attempts (QUIC and TCP both failing) and reconnects while on TCP
+	// do not count.
 	Fallbacks uint64
 	// GoAways counts the GOAWAYs the relay sent.
 	GoAways uint64
@@ -146,6 +149,16 @@ func (p *Pool) Stats() []ClientStats {
 	return out
 }
 
+// snapshotOf returns the counts of reasons, as indexes of FailureReasons,
+// by reason name.
+func (f *failureCounters) snapshotOf(reasons []int) map[string]uint64 {
+	m := make(map[string]uint64, len(reasons))
+	for _, i := range reasons {
+		m[FailureReasons[i]] = f[i].Load()
+	}
+	return m
+}
+
 // ServerStats describe a relay's tunnel listener, for metrics. Counters are
 // cumulative over the Server's life.
 type ServerStats struct {
@@ -159,8 +172,16 @@ type ServerStats struct {
 	// StreamsRefused counts the streams refused for the session's stream
 	// limit.
 	StreamsRefused uint64
-	// Failures counts edges' failed session attempts by reason, one of
-	// FailureReasons.
+	// Failures counts edges' failed session attempts by reason, every
+	// reason present (zero or not). The reasons are the edge's names for
+	// the same failures, seen from the relay:
+	//   - unauthorized: the edge's key is not among the accepted ones;
+	//   - pin_mismatch: the edge refused the relay's certificate, because it
+	//     pins another relay key (or, for another TLS client, a CA check);
+	//   - timeout: no TLS handshake or HELLO within HandshakeTimeout;
+	//   - protocol: not TLS 1.3 with ALPN airlock/1 (plain text, garbage, a
+	//     wrong ALPN), a malformed HELLO or another protocol version;
+	//   - network: the connection broke or the edge closed it meanwhile.
 	Failures map[string]uint64
 	// BytesSent and BytesReceived count stream payload bytes.
 	BytesSent, BytesReceived uint64
@@ -193,7 +214,7 @@ func (s *Server) Stats() ServerStats {
 		Streams:         s.inflight.count(),
 		StreamsAccepted: s.counts.accepted.Load(),
 		StreamsRefused:  s.counts.refused.Load(),
-		Failures:        s.counts.failures.snapshot(),
+		Failures:        s.counts.failures.snapshotOf(serverFailureReasons),
 		BytesSent:       s.counts.io.sent.Load(),
 		BytesReceived:   s.counts.io.received.Load(),
 	}

@@ -5,10 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-
-	"github.com/quic-go/quic-go"
 
 	"github.com/airlock-proxy/airlock/proto"
 )
@@ -16,9 +13,13 @@ import (
 // TLS alerts (RFC 8446, section 6.2) that a QUIC peer sends as CRYPTO_ERROR
 // 0x100+alert (RFC 9001, section 4.8).
 const (
-	alertBadCertificate     = 42
-	alertCertificateUnknown = 46
-	alertAccessDenied       = 49
+	alertBadCertificate         = 42
+	alertUnsupportedCertificate = 43
+	alertCertificateRevoked     = 44
+	alertCertificateExpired     = 45
+	alertCertificateUnknown     = 46
+	alertUnknownCA              = 48
+	alertAccessDenied           = 49
 )
 
 // clientTLSConfig returns the edge's TLS settings: TLS 1.3, ALPN airlock/1,
@@ -52,30 +53,45 @@ func clientTLSConfig(id *Identity, pin string) *tls.Config {
 // serverTLSConfig returns the relay's TLS settings: TLS 1.3, ALPN airlock/1,
 // our certificate, and a client certificate required, whose key authorize
 // must know. An unknown key fails the handshake with an access_denied alert,
-// so the edge learns why, and calls refused.
-func serverTLSConfig(id *Identity, authorize func(string) (string, []string, error), refused func(), log *slog.Logger) *tls.Config {
-	return &tls.Config{
+// so the edge learns why; refused gets the edge's address and that error
+// first, so that the relay has counted and logged the refusal before the
+// edge can know of it. For the address, each handshake runs on a copy of
+// the settings made by GetConfigForClient (quic-go copies them per
+// connection anyway).
+func serverTLSConfig(id *Identity, authorize func(string) (string, []string, error), refused func(remote net.Addr, err error)) *tls.Config {
+	base := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		NextProtos:   []string{proto.ALPN},
 		Certificates: []tls.Certificate{id.Certificate()},
 		ClientAuth:   tls.RequireAnyClientCert,
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+	}
+	conf := base.Clone()
+	conf.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		var remote net.Addr
+		if hello.Conn != nil {
+			remote = hello.Conn.RemoteAddr()
+		}
+		c := base.Clone()
+		c.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
 			fp, err := peerFingerprint(raw)
 			if err != nil {
 				return err
 			}
 			if _, _, err := authorize(fp); err != nil {
-				refused()
-				log.Warn("tunnel: refused edge key "+fp, "key", fp, "err", err)
-				return &peerError{
+				pe := &peerError{
 					msg:      fmt.Sprintf("edge key %s is not authorized: %v", fp, err),
 					sentinel: ErrUnknownPeer,
 					alert:    alertAccessDenied,
+					key:      fp,
 				}
+				refused(remote, pe)
+				return pe
 			}
 			return nil
-		},
+		}
+		return c, nil
 	}
+	return conf
 }
 
 // peerError is a refusal of the peer's identity. It wraps a sentinel for
@@ -85,6 +101,7 @@ type peerError struct {
 	msg      string
 	sentinel error
 	alert    tls.AlertError
+	key      string // the refused edge key, on the relay
 }
 
 func (e *peerError) Error() string { return e.msg }
@@ -118,20 +135,5 @@ func handshakeError(err error, ownKey string) error {
 // from the TLS connection (TLS 1.3 sends it after the client's handshake is
 // done, so it arrives with the first read).
 func refusedByPeer(err error) bool {
-	var te *quic.TransportError
-	if errors.As(err, &te) && te.Remote {
-		switch te.ErrorCode {
-		case 0x100 + alertBadCertificate, 0x100 + alertCertificateUnknown, 0x100 + alertAccessDenied:
-			return true
-		}
-	}
-	var oe *net.OpError
-	if errors.As(err, &oe) && oe.Op == "remote error" && oe.Err != nil {
-		for _, a := range []tls.AlertError{alertBadCertificate, alertCertificateUnknown, alertAccessDenied} {
-			if oe.Err.Error() == a.Error() {
-				return true
-			}
-		}
-	}
-	return false
+	return peerAlert(err, alertBadCertificate, alertCertificateUnknown, alertAccessDenied)
 }
