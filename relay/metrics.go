@@ -45,8 +45,20 @@ func newRelayMetrics(reg prometheus.Registerer) *relayMetrics {
 	return m
 }
 
-// addKeys makes the key series of up show from the start, at 0.
+// upstreamCodes are the code values of an upstream's calls that show from
+// the start.
+var upstreamCodes = []string{"2xx", "4xx", "5xx", "error"}
+
+// addKeys makes the series of up show from the start, at 0: its calls by
+// code class, their latency, and its keys' errors and cool-downs. A series
+// that appears with its first event at 1 hides that event from rate() and
+// increase(), such as the first 429s of a storm (AirlockUpstreamRateLimited
+// divides them by the calls).
 func (m *relayMetrics) addKeys(up *upstream) {
+	for _, code := range upstreamCodes {
+		m.upstream.WithLabelValues(up.name, code)
+	}
+	m.latency.WithLabelValues(up.name)
 	for _, k := range up.keys {
 		m.keyCooldowns.WithLabelValues(up.name, k.name)
 		for _, code := range []string{"401", "403", "429"} {
@@ -90,6 +102,13 @@ type tunnelCollector struct {
 	sessions, streams, accepted, refused, failures, tx, rx *prometheus.Desc
 }
 
+// handshakeFailuresHelp explains the reasons of relay_handshake_failures_total,
+// the relay's side of the edge's names (tunnel.ServerStats.Failures); each
+// reason's series shows from the start, at 0.
+const handshakeFailuresHelp = "Failed session attempts of edges, by reason: unauthorized (the edge's key is not listed), " +
+	"pin_mismatch (the edge refused this relay's key: it pins another), timeout, protocol (not airlock's TLS: garbage, " +
+	"another ALPN or version), network (the connection broke)."
+
 func newTunnelCollector(srv *tunnel.Server) *tunnelCollector {
 	desc := func(name, help string, labels ...string) *prometheus.Desc {
 		return metrics.NewDesc("relay", name, help, labels...)
@@ -100,7 +119,7 @@ func newTunnelCollector(srv *tunnel.Server) *tunnelCollector {
 		streams:  desc("streams_open", "Exchange streams being served."),
 		accepted: desc("streams_accepted_total", "Exchange streams accepted."),
 		refused:  desc("streams_refused_total", "Streams refused because their session was at its stream limit."),
-		failures: desc("handshake_failures_total", "Failed session attempts of edges, by reason.", "reason"),
+		failures: desc("handshake_failures_total", handshakeFailuresHelp, "reason"),
 		tx:       desc("sent_bytes_total", "Stream payload bytes sent to edges."),
 		rx:       desc("received_bytes_total", "Stream payload bytes received from edges."),
 	}

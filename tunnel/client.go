@@ -245,6 +245,7 @@ func (c *Client) connect(ctx context.Context) (*clientSession, error) {
 	case TransportQUIC, TransportTCP:
 		return c.handshake(ctx, c.opts.Transport, c.cfg.HandshakeTimeout.Duration)
 	}
+	quicFailed := false
 	if !c.preferTCP.Load() {
 		sess, err := c.handshake(ctx, TransportQUIC, c.cfg.FallbackTimeout.Duration)
 		if err == nil || ctx.Err() != nil || errors.Is(err, ErrPinMismatch) || errors.Is(err, ErrUnknownPeer) {
@@ -252,15 +253,22 @@ func (c *Client) connect(ctx context.Context) (*clientSession, error) {
 		}
 		c.log.Warn("tunnel: QUIC failed; falling back to TCP", "err", err, "tcp_addr", c.tcpAddr)
 		c.preferTCP.Store(true)
-		c.counts.fallbacks.Add(1)
+		quicFailed = true
 	}
 	sess, err := c.handshake(ctx, TransportTCP, c.cfg.HandshakeTimeout.Duration)
 	if err != nil {
 		// Maybe the relay is down rather than UDP blocked: try QUIC
 		// first again next time.
 		c.preferTCP.Store(false)
+		return nil, err
 	}
-	return sess, err
+	if quicFailed {
+		// A fallback is the move from QUIC to TCP, counted once it has
+		// happened: not each round of failed attempts while the relay is
+		// unreachable, nor a reconnect while already on TCP (issue 8).
+		c.counts.fallbacks.Add(1)
+	}
+	return sess, nil
 }
 
 // handshake dials the relay over one transport and does the control

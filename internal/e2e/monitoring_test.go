@@ -422,3 +422,75 @@ func monitoringAlertUses(t *testing.T, path string) []monitoringUse {
 	}
 	return uses
 }
+
+// monitoringReadme is the README, whose Troubleshooting section the alerts'
+// runbook_url annotations point at.
+const monitoringReadme = "../../README.md"
+
+// monitoringRunbookBase is the start of every runbook_url: the README on
+// GitHub.
+const monitoringRunbookBase = "https://github.com/airlock-proxy/airlock/blob/main/README.md#"
+
+// monitoringRunbookURL matches an alert's runbook_url annotation and
+// captures the URL.
+var monitoringRunbookURL = regexp.MustCompile(`^\s*runbook_url:\s*["']?([^"'\s]+)`)
+
+// TestMonitoringAlertRunbooks: every alert has a runbook_url that leads to its own
+// entry (a "### AlertName" heading) in the README's Troubleshooting section,
+// and every entry there is an alert's, so that neither a new alert nor a
+// renamed one leaves a dead link.
+func TestMonitoringAlertRunbooks(t *testing.T) {
+	data, err := os.ReadFile(monitoringAlertsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runbooks := map[string]string{} // alert name → runbook_url
+	var alerts []string
+	for line := range strings.Lines(string(data)) {
+		if m := monitoringAlertStart.FindStringSubmatch(line); m != nil {
+			alerts = append(alerts, m[1])
+			continue
+		}
+		if m := monitoringRunbookURL.FindStringSubmatch(line); m != nil && len(alerts) > 0 {
+			runbooks[alerts[len(alerts)-1]] = m[1]
+		}
+	}
+	if len(alerts) == 0 {
+		t.Fatalf("%s: found no alerting rule", monitoringAlertsFile)
+	}
+
+	readme, err := os.ReadFile(monitoringReadme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := map[string]bool{} // anchors of the Troubleshooting entries
+	in := false
+	for line := range strings.Lines(string(readme)) {
+		line = strings.TrimRight(line, "\n")
+		switch {
+		case line == "## Troubleshooting":
+			in = true
+		case strings.HasPrefix(line, "## "):
+			in = false
+		case in && strings.HasPrefix(line, "### "):
+			entries[strings.ToLower(strings.TrimPrefix(line, "### "))] = true
+		}
+	}
+	if len(entries) == 0 {
+		t.Fatalf("%s: no \"## Troubleshooting\" section with \"### \" entries", monitoringReadme)
+	}
+
+	for _, name := range alerts {
+		anchor := strings.ToLower(name)
+		if got, want := runbooks[name], monitoringRunbookBase+anchor; got != want {
+			t.Errorf("alert %s: runbook_url %q, want %q", name, got, want)
+		}
+		if !entries[anchor] {
+			t.Errorf("alert %s: the README's Troubleshooting section has no \"### %s\" entry", name, name)
+		}
+		delete(entries, anchor)
+	}
+	for anchor := range entries {
+		t.Errorf("the README's Troubleshooting entry %q is no alert's", anchor)
+	}
+}
