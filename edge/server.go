@@ -321,11 +321,13 @@ func (s *Server) teardown(ctx context.Context, graceful bool) error {
 }
 
 // Reload applies the parts of cfg that can change while the edge runs: the
-// clients, their keys and allowed upstreams, auth, the default upstream and
-// max_request_body_bytes, for the requests that start from now on. The
-// other settings (addresses, key file, relays, transport, proxy, tunnel,
-// log, shutdown grace) need a restart: Reload keeps the running values and
-// logs which of them differ. An invalid cfg changes nothing and is
+// clients, their keys, allowed upstreams and max_concurrent, auth, the
+// default upstream, max_request_body_bytes and client_body_timeout, for the
+// requests that start from now on (exchanges in flight still count against
+// the new caps). The other settings (addresses, key file, relays,
+// transport, proxy, tunnel, the client listener's timeouts and connection
+// cap, log, shutdown grace) need a restart: Reload keeps the running
+// values and logs which of them differ. An invalid cfg changes nothing and is
 // returned as an error.
 func (s *Server) Reload(cfg *Config) error {
 	c := cfg.Clone()
@@ -340,6 +342,7 @@ func (s *Server) Reload(cfg *Config) error {
 	old := s.cfg
 	fresh := *old
 	fresh.Auth, fresh.Clients, fresh.Upstream, fresh.MaxRequestBodyBytes = c.Auth, c.Clients, c.Upstream, c.MaxRequestBodyBytes
+	fresh.AllowAnonymousNetwork, fresh.MaxConcurrent, fresh.ClientBodyTimeout = c.AllowAnonymousNetwork, c.MaxConcurrent, c.ClientBodyTimeout
 	s.cfg = &fresh
 	s.mu.Unlock()
 	keys := config.Changed(
@@ -351,6 +354,10 @@ func (s *Server) Reload(cfg *Config) error {
 		config.Setting{Key: "transport", Running: old.Transport, Reloaded: c.Transport},
 		config.Setting{Key: "proxy_url", Running: old.ProxyURL, Reloaded: c.ProxyURL},
 		config.Setting{Key: "shutdown_grace", Running: old.ShutdownGrace, Reloaded: c.ShutdownGrace},
+		config.Setting{Key: "client_header_timeout", Running: old.ClientHeaderTimeout, Reloaded: c.ClientHeaderTimeout},
+		config.Setting{Key: "client_send_timeout", Running: old.ClientSendTimeout, Reloaded: c.ClientSendTimeout},
+		config.Setting{Key: "client_idle_timeout", Running: old.ClientIdleTimeout, Reloaded: c.ClientIdleTimeout},
+		config.Setting{Key: "max_client_connections", Running: old.MaxClientConnections, Reloaded: c.MaxClientConnections},
 		config.Setting{Key: "relay", Running: old.Relays, Reloaded: c.Relays},
 		config.Setting{Key: "tunnel", Running: old.Tunnel, Reloaded: c.Tunnel},
 		config.Setting{Key: "log", Running: old.Log, Reloaded: c.Log},
