@@ -171,12 +171,14 @@ func (s *Server) Start(ctx context.Context) error {
 	s.clients.Listener = tcp
 	ln := net.Listener(s.clients)
 	// Go raises the soft limit to the hard one at start; what is left must
-	// hold the client connections, the tunnel's sockets and the upstream
-	// side's spare descriptors.
-	if limit, ok := openFileLimit(); ok && limit < uint64(s.cfg.MaxClientConnections)+fdReserve {
-		s.logger.Warn("edge: the open-file limit is below max_client_connections: past it, new connections fail "+
-			"before the edge can answer them; raise LimitNOFILE (systemd) or ulimit -n, or lower max_client_connections",
-			"open_file_limit", limit, "max_client_connections", s.cfg.MaxClientConnections, "reserve", fdReserve)
+	// hold the client connections and the edge's own descriptors. Past the
+	// limit, accept fails and a client waits unanswered; under the cap it
+	// gets its 503 at once, so the cap shrinks to fit.
+	if limit, ok := openFileLimit(); ok && limit < uint64(s.cfg.MaxClientConnections)+fdReserve && limit > 2*fdReserve {
+		s.clients.max = int64(limit - fdReserve)
+		s.logger.Warn("edge: the open-file limit is below max_client_connections; serving fewer connections: "+
+			"raise LimitNOFILE (systemd) or ulimit -n to allow more",
+			"open_file_limit", limit, "max_client_connections", s.cfg.MaxClientConnections, "serving", s.clients.max)
 	}
 	if s.admin != nil {
 		if err := s.admin.Start(); err != nil {
