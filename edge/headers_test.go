@@ -5,24 +5,14 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/airlock-proxy/airlock/internal/clientheader"
 )
 
-// credentialHeaderNames are the client credential headers issue 8 (section
-// 3) requires both roles to strip, written as a client may send them.
-var credentialHeaderNames = []string{
-	"Authorization",
-	"Api-Key",
-	"X-Api-Key",
-	"X-Auth-Token",
-	"X-Goog-Api-Key",
-	"Ocp-Apim-Subscription-Key",
-	"Cookie",
-	"Proxy-Authorization",
-	"X-Amz-Security-Token",
-	"Cf-Aig-Authorization",
-	"Helicone-Auth",
-	"X-Portkey-Api-Key",
-}
+// credentialHeaderNames are the credential headers the role must strip.
+// Which names belong in the list is internal/clientheader's test; this
+// one checks that the role applies all of them.
+var credentialHeaderNames = clientheader.Credentials()
 
 // TestRequestHeaderStripsCredentials sends each credential header, in its
 // canonical spelling and in spellings a hand-built header map or a

@@ -5,42 +5,18 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/airlock-proxy/airlock/internal/clientheader"
 )
 
-// credentialHeaderNames are the client credential headers issue 8 (section
-// 3) requires both roles to strip.
-var credentialHeaderNames = []string{
-	"Authorization",
-	"Api-Key",
-	"X-Api-Key",
-	"X-Auth-Token",
-	"X-Goog-Api-Key",
-	"Ocp-Apim-Subscription-Key",
-	"Cookie",
-	"Proxy-Authorization",
-	"X-Amz-Security-Token",
-	"Cf-Aig-Authorization",
-	"Helicone-Auth",
-	"X-Portkey-Api-Key",
-}
+// credentialHeaderNames are the credential headers the role must strip.
+// Which names belong in the list is internal/clientheader's test; this
+// one checks that the role applies all of them.
+var credentialHeaderNames = clientheader.Credentials()
 
-// clientAddressHeaderNames carry addresses or host names from inside the
-// restricted network; they go upstream only with forward_client_address.
-var clientAddressHeaderNames = []string{
-	"X-Forwarded-For",
-	"Forwarded",
-	"X-Real-Ip",
-	"Via",
-	"True-Client-Ip",
-	"X-Client-Ip",
-	"Cf-Connecting-Ip",
-	"X-Cluster-Client-Ip",
-	"Fastly-Client-Ip",
-	"X-Original-Forwarded-For",
-	"X-Forwarded-Host",
-	"X-Forwarded-Server",
-	"X-Envoy-External-Address",
-}
+// clientAddressHeaderNames are the client address headers, which go
+// upstream only with forward_client_address.
+var clientAddressHeaderNames = clientheader.Addresses()
 
 // testUpstream is an upstream as requestHeader sees it.
 func testUpstream(auth string) (*upstream, *apiKey) {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net/http"
 	"strings"
@@ -114,40 +113,16 @@ func TestUnknownUpstreamLooksForbidden(t *testing.T) {
 			{Name: "secret", BaseURL: "http://127.0.0.1:1/v1", Auth: "none"},
 		},
 	}
-	rcfg.SetDefaults()
-	if err := rcfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	rs, err := relay.NewServer(rcfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rs.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer rs.Close()
-
+	rs := startRelayServer(t, rcfg)
 	clientKey, clientHash, err := edge.NewClientKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ecfg := &edge.Config{
+	es := startEdgeServer(t, &edge.Config{
 		Listen: "127.0.0.1:0", AdminListen: "off", Identity: edgeID,
 		Clients: []edge.ClientConfig{{Name: "app", KeyHash: clientHash}},
 		Relays:  []edge.RelayConfig{{Address: rs.Addr().String(), Key: relayID.Fingerprint()}},
-	}
-	ecfg.SetDefaults()
-	if err := ecfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	es, err := edge.NewServer(ecfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := es.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer es.Close()
+	})
 	ctx := testCtx(t)
 	if err := es.WaitReady(ctx); err != nil {
 		t.Fatal(err)

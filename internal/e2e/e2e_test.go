@@ -47,9 +47,16 @@ func startStack(t *testing.T, up testupstream.Options) *devstack.Stack {
 // edge on transport.
 func startStackOver(t *testing.T, transport string, up testupstream.Options) *devstack.Stack {
 	t.Helper()
+	return startStackWith(t, devstack.Options{TestUpstream: up, Transport: transport})
+}
+
+// startStackWith runs a stack with opts for one test and closes it at its
+// end.
+func startStackWith(t *testing.T, opts devstack.Options) *devstack.Stack {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := devstack.Start(ctx, devstack.Options{TestUpstream: up, Transport: transport})
+	st, err := devstack.Start(ctx, opts)
 	if err != nil {
 		t.Fatalf("starting the stack: %v", err)
 	}

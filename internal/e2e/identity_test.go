@@ -42,39 +42,15 @@ func TestMismatchedKeysAreRefused(t *testing.T) {
 				Edges:     []relay.EdgeConfig{{Name: "office", Key: edgeKeyAtRelay}},
 				Upstreams: []relay.UpstreamConfig{{Name: "up", BaseURL: "http://127.0.0.1:1/v1", Auth: "none"}},
 			}
-			rcfg.SetDefaults()
-			if err := rcfg.Validate(); err != nil {
-				t.Fatal(err)
-			}
-			rs, err := relay.NewServer(rcfg, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := rs.Start(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			defer rs.Close()
-
-			ecfg := &edge.Config{
+			rs := startRelayServer(t, rcfg)
+			es := startEdgeServer(t, &edge.Config{
 				Listen: "127.0.0.1:0", AdminListen: "off", Identity: edgeID, Auth: "none",
 				Relays: []edge.RelayConfig{{Address: rs.Addr().String(), Key: pin}},
-			}
-			ecfg.SetDefaults()
-			if err := ecfg.Validate(); err != nil {
-				t.Fatal(err)
-			}
-			es, err := edge.NewServer(ecfg, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := es.Start(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			defer es.Close()
+			})
 
 			ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 			defer cancel()
-			err = es.WaitReady(ctx)
+			err := es.WaitReady(ctx)
 			if err == nil {
 				t.Fatal("a session came up with mismatched keys")
 			}
@@ -104,6 +80,44 @@ func TestMismatchedKeysAreRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startRelayServer completes and validates rcfg, starts a relay with it and
+// closes the relay at the end of the test.
+func startRelayServer(t *testing.T, rcfg *relay.Config) *relay.Server {
+	t.Helper()
+	rcfg.SetDefaults()
+	if err := rcfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := relay.NewServer(rcfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rs.Close() })
+	return rs
+}
+
+// startEdgeServer completes and validates ecfg, starts an edge with it and
+// closes the edge at the end of the test.
+func startEdgeServer(t *testing.T, ecfg *edge.Config) *edge.Server {
+	t.Helper()
+	ecfg.SetDefaults()
+	if err := ecfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	es, err := edge.NewServer(ecfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := es.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { es.Close() })
+	return es
 }
 
 func mustID(t *testing.T) *tunnel.Identity {

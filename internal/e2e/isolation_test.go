@@ -171,23 +171,6 @@ func TestStalledClientIsCutAndUpstreamCancelled(t *testing.T) {
 	})
 }
 
-// startStackWith runs a stack with opts for one test.
-func startStackWith(t *testing.T, opts devstack.Options) *devstack.Stack {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := devstack.Start(ctx, opts)
-	if err != nil {
-		t.Fatalf("starting the stack: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := st.Close(); err != nil {
-			t.Errorf("closing the stack: %v", err)
-		}
-	})
-	return st
-}
-
 // waitTunnelQuiet waits until the edge's tunnel has received nothing for
 // half a second: every stalled answer has filled what it can fill.
 func waitTunnelQuiet(t *testing.T, ctx context.Context, st *devstack.Stack) {
