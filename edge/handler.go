@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -38,7 +39,10 @@ type handler struct {
 	access atomic.Pointer[access]
 	// upgrades tracks hijacked connections so that shutdown can close them.
 	upgrades upgradeTracker
-	metrics  *edgeMetrics
+	// sendTimeout is client_send_timeout, for HTTP/2 streams (see
+	// exchange.armSendDeadline).
+	sendTimeout time.Duration
+	metrics     *edgeMetrics
 }
 
 // NewHandler returns the edge's HTTP handler: it serves everything under /v1/
@@ -68,7 +72,8 @@ func newHandler(cfg *Config, opener tunnel.Opener, logger *slog.Logger, reg prom
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	h := &handler{opener: opener, logger: logger, metrics: newEdgeMetrics(reg)}
+	h := &handler{opener: opener, logger: logger, metrics: newEdgeMetrics(reg),
+		sendTimeout: cmp.Or(cfg.ClientSendTimeout.Duration, DefaultClientSendTimeout)}
 	h.access.Store(a)
 	return h, nil
 }

@@ -494,3 +494,42 @@ func TestContentLengthAndChunkedCloses(t *testing.T) {
 		})
 	}
 }
+
+// The same over HTTP/2, where one stream can stall on its own window while
+// its connection flows: the stream's write deadline cuts it.
+func TestClientSendTimeoutHTTP2(t *testing.T) {
+	cfg := testConfig()
+	cfg.ClientSendTimeout = config.Duration{Duration: 300 * time.Millisecond}
+	relayErr := make(chan error, 1)
+	e := newTestEdge(t, cfg, func(t *testing.T, r *fakeRelay) {
+		r.head(t)
+		if err := r.w.WriteResponseHead(&proto.ResponseHead{Status: 200, Header: http.Header{}, ContentLength: -1}); err != nil {
+			relayErr <- err
+			return
+		}
+		chunk := make([]byte, 32<<10)
+		for {
+			if _, err := r.w.Write(chunk); err != nil {
+				relayErr <- err
+				return
+			}
+		}
+	})
+	req := newRequest(t, t.Context(), "GET", e.URL+"/v1/download", nil)
+	resp, err := h2cClient(t).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("got HTTP/%d, want HTTP/2", resp.ProtoMajor)
+	}
+	select {
+	case err := <-relayErr:
+		if !isReset(err, proto.CodeCancel) {
+			t.Errorf("relay write failed with %v, want a reset", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("an HTTP/2 client that stopped reading was not cut")
+	}
+}
