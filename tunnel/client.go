@@ -464,7 +464,7 @@ func (c *Client) serve(ctx context.Context, sess *clientSession) error {
 }
 
 // keepAlive sends a PING at once and then every Config.PingInterval, and
-// measures the round trip from each PONG. It returns when the session dies:
+// measures the round trip from each PONG it waited for. It returns when the session dies:
 // a PING without PONG in Config.PingTimeout and nothing at all heard from
 // the relay in that time (a PONG held up behind busy or blocked streams
 // while the relay's packets keep arriving is late, not lost: the wait goes
@@ -497,6 +497,15 @@ func (c *Client) keepAlive(ctx context.Context, sess *clientSession, pongs <-cha
 				if err := ping(); err != nil {
 					return err
 				}
+				continue
+			}
+			// A PING is still unanswered. Send another, untimed: the
+			// relay counts every byte it hears from the edge as a sign
+			// of life (watchSilence), and the wait for the first PONG
+			// may outlast its idle time on a slow, busy link.
+			nextID++
+			if err := sess.ctrl.w.WriteMessage(&proto.Ping{ID: nextID}); err != nil {
+				return err
 			}
 		case id := <-pongs:
 			if id == pending && pending != 0 {

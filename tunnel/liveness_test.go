@@ -32,12 +32,14 @@ func TestLatePongIsNotDeath(t *testing.T) {
 			defer edgeSide.Close()
 			defer relaySide.Close()
 			// The relay reads PINGs and never answers.
+			var pings atomic.Int64
 			go func() {
 				r := proto.NewControlReader(relaySide)
 				for {
 					if _, err := r.ReadMessage(); err != nil {
 						return
 					}
+					pings.Add(1)
 				}
 			}()
 			fc := &fakeConn{ctx: context.Background()}
@@ -76,19 +78,26 @@ func TestLatePongIsNotDeath(t *testing.T) {
 			if tt.wantDead && took > 5*pingTimeout {
 				t.Errorf("a silent relay was declared dead after %v, want about %v", took, pingTimeout)
 			}
+			// While the first PING waits for its PONG, the edge goes on
+			// pinging each interval: the relay's sign that it lives.
+			if !tt.wantDead && pings.Load() < 10 {
+				t.Errorf("%d PINGs in %v with one unanswered, want one per 20ms interval", pings.Load(), took)
+			}
 		})
 	}
 }
 
-// fakeConn is a conn whose only behaviour is its heard count.
+// fakeConn is a conn whose only behaviours are its heard count and
+// recording that it was closed.
 type fakeConn struct {
-	ctx context.Context
-	n   atomic.Uint64
+	ctx    context.Context
+	n      atomic.Uint64
+	closed atomic.Bool
 }
 
 func (f *fakeConn) openStream(context.Context) (stream, error)   { return nil, errors.New("fake") }
 func (f *fakeConn) acceptStream(context.Context) (stream, error) { return nil, errors.New("fake") }
-func (f *fakeConn) closeWithError(closeCode, string)             {}
+func (f *fakeConn) closeWithError(closeCode, string)             { f.closed.Store(true) }
 func (f *fakeConn) context() context.Context                     { return f.ctx }
 func (f *fakeConn) heard() uint64                                { return f.n.Load() }
 func (f *fakeConn) remoteAddr() net.Addr                         { return &net.UDPAddr{} }
@@ -110,3 +119,61 @@ var (
 	_ conn   = (*fakeConn)(nil)
 	_ stream = (*pipeStream)(nil)
 )
+
+// TestWatchSilence: the relay drops a TCP session from which nothing at all
+// arrives for the idle time, and keeps one that carries anything, whether
+// or not it is a PING.
+func TestWatchSilence(t *testing.T) {
+	const idle = 80 * time.Millisecond
+	for _, heard := range []bool{true, false} {
+		fc := &fakeConn{ctx: context.Background()}
+		ctx, cancel := context.WithTimeout(context.Background(), 8*idle)
+		stop := make(chan struct{})
+		if heard {
+			go func() {
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(idle / 8):
+						fc.n.Add(1)
+					}
+				}
+			}()
+		}
+		start := time.Now()
+		watchSilence(ctx, fc, idle)
+		took := time.Since(start)
+		close(stop)
+		cancel()
+		closed := fc.closed.Load()
+		if closed == heard {
+			t.Errorf("heard %v: closed %v after %v, want closed %v", heard, closed, took, !heard)
+		}
+		if !heard && (took < idle || took > 4*idle) {
+			t.Errorf("a silent peer was dropped after %v, want about %v", took, idle)
+		}
+	}
+}
+
+// TestRelayDropsSilentTCPEdge: with yamux's keepalive off, the relay still
+// drops a TCP session whose edge has gone silent (here: a path that drops
+// everything), within the idle time.
+func TestRelayDropsSilentTCPEdge(t *testing.T) {
+	relayID, edgeID := mustIdentity(t), mustIdentity(t)
+	r := startRelay(t, relayID, "127.0.0.1:0", edgeAuth(edgeID.Fingerprint()), echo)
+	path, addr := faultPath(t, r, TransportTCP)
+	e := startEdge(t, edgeID, addr, relayID.Fingerprint(), TransportTCP, func(o *ClientOptions) { o.TCPAddr = addr })
+	waitReady(t, e.Client)
+	if n := r.Sessions(); n != 1 {
+		t.Fatalf("Sessions() = %d, want 1", n)
+	}
+	path.SetBlackhole(true)
+	cfg := testConfig()
+	idle := cfg.idleTimeout()
+	start := time.Now()
+	eventually(t, 2*idle, "the relay dropped the silent session", func() bool { return r.Sessions() == 0 })
+	if d := time.Since(start); d < idle-idle/4 {
+		t.Errorf("dropped after %v, before the idle time %v", d, idle)
+	}
+}

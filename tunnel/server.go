@@ -460,6 +460,10 @@ func (s *Server) serveSession(ss *serverSession) {
 
 	ctx := conn.context()
 	var wg sync.WaitGroup
+	if conn.transport() == TransportTCP {
+		// QUIC drops a silent peer by its idle timeout; yamux needs this.
+		wg.Go(func() { watchSilence(ctx, conn, s.cfg.idleTimeout()) })
+	}
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -518,6 +522,32 @@ func (s *Server) serveSession(ss *serverSession) {
 	}
 	wg.Wait()
 	log.Info("tunnel: edge disconnected", "reason", closeCause(conn))
+}
+
+// watchSilence closes c once nothing at all has arrived from the peer for
+// idle, checking four times per idle period, until ctx ends. The edge pings
+// every PingInterval, so a live edge is never silent that long; any other
+// byte heard counts as much as a PING, so a PING held up behind busy
+// streams does not make a live edge look dead.
+func watchSilence(ctx context.Context, c conn, idle time.Duration) {
+	tick := time.NewTicker(idle / 4)
+	defer tick.Stop()
+	last, lastAt := c.heard(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			if h := c.heard(); h != last {
+				last, lastAt = h, now
+				continue
+			}
+			if now.Sub(lastAt) >= idle {
+				c.closeWithError(closeSilent, fmt.Sprintf("nothing heard from the edge for %s", idle))
+				return
+			}
+		}
+	}
 }
 
 // refuseStream answers a stream with an in-band RESET with CodeRefused,

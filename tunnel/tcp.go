@@ -41,15 +41,26 @@ const resetQueueLen = 256
 // stream that merely ended.
 const abortFINDelay = 200 * time.Millisecond
 
-// yamuxConfig returns the yamux settings for one side. yamux's own keepalive
-// runs on both sides: the edge also pings on the control stream, but the
-// relay relies on yamux's to drop an edge that vanished.
+// yamuxWriteTimeout bounds how long a stream's frame may wait for room in
+// yamux's send queue (64 frames, sent in order over one TCP connection). It
+// is an error for that stream only, so it must not fire on a link that is
+// merely slow and busy; a dead peer is found by the liveness checks instead.
+const yamuxWriteTimeout = 30 * time.Second
+
+// yamuxConfig returns the yamux settings for one side.
+//
+// yamux's keepalive is off: it declares a session dead when its ping's
+// answer takes longer than ConnectionWriteTimeout, and both the ping and the
+// answer queue behind whatever stream data is waiting to be sent, so a busy
+// connection on a slow link would be dropped while the peer answers
+// (issue 8). Liveness counts every byte heard instead: the edge's control
+// stream pings (Client.keepAlive) and the relay's silence watch
+// (watchSilence).
 func yamuxConfig(cfg *Config, log *slog.Logger) *yamux.Config {
 	c := yamux.DefaultConfig()
 	c.AcceptBacklog = 1024
-	c.EnableKeepAlive = true
-	c.KeepAliveInterval = cfg.PingInterval.Duration
-	c.ConnectionWriteTimeout = cfg.PingTimeout.Duration
+	c.EnableKeepAlive = false
+	c.ConnectionWriteTimeout = yamuxWriteTimeout
 	c.MaxStreamWindowSize = yamuxMaxStreamWindow
 	c.StreamOpenTimeout = cfg.HandshakeTimeout.Duration
 	c.StreamCloseTimeout = time.Minute

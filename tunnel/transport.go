@@ -45,6 +45,8 @@ const (
 	closeControlEnded closeCode = 5
 	// closeUnauthorized: the edge's key is no longer authorized.
 	closeUnauthorized closeCode = 6
+	// closeSilent: nothing at all arrived from the peer for the idle time.
+	closeSilent closeCode = 7
 )
 
 // conn is one authenticated transport connection under a session: a QUIC
