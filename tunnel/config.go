@@ -19,8 +19,10 @@ type Config struct {
 	// (and how often QUIC sends keep-alives). Default: 5s.
 	PingInterval config.Duration `toml:"ping_interval"`
 	// PingTimeout is how long the edge waits for the PONG to a PING; a PING
-	// without a PONG in this time kills the session, so a dead relay is
-	// noticed within PingInterval + PingTimeout. Default: 5s.
+	// without a PONG in this time, with nothing else heard from the relay
+	// either, kills the session, so a dead relay is noticed within
+	// PingInterval + PingTimeout while a PONG held up behind busy streams
+	// is only late. Default: 5s.
 	PingTimeout config.Duration `toml:"ping_timeout"`
 	// ReconnectMin is the shortest wait before the edge redials after a
 	// failure. Waits double with each failed attempt, with full jitter, and
