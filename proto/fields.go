@@ -65,6 +65,36 @@ type fieldDecoder struct {
 	tag uint64
 	val []byte
 	err error
+
+	// For heads (newHeadDecoder): the whole payload as one string, which
+	// string fields and header names and values are cut from instead of
+	// each being copied; off is where b starts in it, valOff where val
+	// does. vals is the backing array the header values are handed out
+	// from, a chunk at a time. A head holds a few dozen strings; this
+	// makes its decoding a handful of allocations instead of three per
+	// header field (issue 9).
+	s      string
+	off    int
+	valOff int
+	vals   []string
+}
+
+// headValuesChunk is how many header values one allocation of
+// fieldDecoder.vals holds.
+const headValuesChunk = 16
+
+// newHeadDecoder returns a decoder for a head or trailer payload whose
+// strings share one copy of p.
+func newHeadDecoder(p []byte) fieldDecoder {
+	return fieldDecoder{b: p, s: string(p)}
+}
+
+// str returns the current field's value as a string.
+func (d *fieldDecoder) str() string {
+	if d.s == "" {
+		return string(d.val)
+	}
+	return d.s[d.valOff : d.valOff+len(d.val)]
 }
 
 // next advances to the next field. It returns false at the end or on error.
@@ -78,16 +108,18 @@ func (d *fieldDecoder) next() bool {
 		return false
 	}
 	d.b = d.b[n:]
-	l, n := binary.Uvarint(d.b)
-	if n <= 0 {
+	l, m := binary.Uvarint(d.b)
+	if m <= 0 {
 		d.err = protocolErrorf("bad length of field %d", tag)
 		return false
 	}
-	d.b = d.b[n:]
+	d.b = d.b[m:]
 	if l > uint64(len(d.b)) {
 		d.err = protocolErrorf("field %d: length %d exceeds the %d bytes left", tag, l, len(d.b))
 		return false
 	}
+	d.valOff = d.off + n + m
+	d.off = d.valOff + int(l)
 	d.tag, d.val, d.b = tag, d.b[:l], d.b[l:]
 	return true
 }
@@ -117,8 +149,8 @@ func (d *fieldDecoder) header(h *http.Header, count *int, lim Limits, what strin
 		d.err = protocolErrorf("%s: bad header name length", what)
 		return
 	}
-	name := string(d.val[n : n+int(l)])
-	value := string(d.val[n+int(l):])
+	all := d.str()
+	name, value := all[n:n+int(l)], all[n+int(l):]
 	if !httpguts.ValidHeaderFieldName(name) {
 		d.err = protocolErrorf("%s: invalid header name %q", what, name)
 		return
@@ -131,5 +163,14 @@ func (d *fieldDecoder) header(h *http.Header, count *int, lim Limits, what strin
 		*h = make(http.Header)
 	}
 	key := textproto.CanonicalMIMEHeaderKey(name)
-	(*h)[key] = append((*h)[key], value)
+	if prior, ok := (*h)[key]; ok {
+		(*h)[key] = append(prior, value)
+		return
+	}
+	if len(d.vals) == cap(d.vals) {
+		d.vals = make([]string, 0, headValuesChunk)
+	}
+	d.vals = append(d.vals, value)
+	i := len(d.vals)
+	(*h)[key] = d.vals[i-1 : i : i]
 }

@@ -104,22 +104,22 @@ func AppendRequestHead(b []byte, h *RequestHead) []byte {
 func DecodeRequestHead(p []byte, lim Limits) (*RequestHead, error) {
 	lim = lim.withDefaults()
 	h := &RequestHead{ContentLength: -1}
-	d := fieldDecoder{b: p}
+	d := newHeadDecoder(p)
 	count := 0
 	for d.next() {
 		switch d.tag {
 		case tagReqMethod:
-			h.Method = string(d.val)
+			h.Method = d.str()
 		case tagReqPath:
-			h.Path = string(d.val)
+			h.Path = d.str()
 		case tagReqHeader:
 			d.header(&h.Header, &count, lim, "request head")
 		case tagReqRequestID:
-			h.RequestID = string(d.val)
+			h.RequestID = d.str()
 		case tagReqUpstream:
-			h.Upstream = string(d.val)
+			h.Upstream = d.str()
 		case tagReqClient:
-			h.Client = string(d.val)
+			h.Client = d.str()
 		case tagReqContentLength:
 			h.ContentLength = contentLengthValue(d.uint("request head: content length"))
 		}
@@ -162,7 +162,7 @@ func AppendResponseHead(b []byte, h *ResponseHead) []byte {
 func DecodeResponseHead(p []byte, lim Limits) (*ResponseHead, error) {
 	lim = lim.withDefaults()
 	h := &ResponseHead{ContentLength: -1}
-	d := fieldDecoder{b: p}
+	d := newHeadDecoder(p)
 	count := 0
 	var status uint64
 	for d.next() {
@@ -204,7 +204,7 @@ func appendTrailer(b []byte, t http.Header) []byte {
 // decodeTrailer decodes an END payload; it returns nil for no trailers.
 func decodeTrailer(p []byte, lim Limits) (http.Header, error) {
 	var t http.Header
-	d := fieldDecoder{b: p}
+	d := newHeadDecoder(p)
 	count := 0
 	for d.next() {
 		if d.tag == tagEndTrailer {
