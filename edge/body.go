@@ -1,0 +1,135 @@
+// The request body: read from the client with a bound on each wait, sent
+// as DATA frames by a goroutine the exchange owns, ended with the trailers.
+
+package edge
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/airlock-proxy/airlock/internal/clientheader"
+	"github.com/airlock-proxy/airlock/internal/hopheader"
+
+	"github.com/airlock-proxy/airlock/proto"
+	"github.com/airlock-proxy/airlock/tunnel"
+)
+
+// requestBodySender copies the client's request body into the stream as
+// DATA frames, one per read of the body, then writes END with the request's
+// trailers. It is a named type so that stack dumps show what it does.
+type requestBodySender struct {
+	pw   *proto.Writer
+	s    tunnel.Stream
+	body io.Reader
+	r    *http.Request // for its trailers, valid after the body's EOF
+	done chan struct{}
+
+	// Set before done is closed.
+	n   int64
+	err error
+}
+
+func (b *requestBodySender) run() {
+	defer close(b.done)
+	b.n, b.err = b.pw.ReadFrom(b.body)
+	if b.err == nil {
+		// A write error means the relay stopped reading; the response
+		// side sees the stream's state and decides.
+		b.err = b.pw.End(cleanTrailer(b.r.Trailer))
+		return
+	}
+	var se *proto.SourceError
+	if errors.As(b.err, &se) {
+		// The client's body failed (too large, client gone, malformed
+		// chunking): the request is incomplete, so it must not reach the
+		// upstream as if it were whole. RESET says so in-band; Abort
+		// unblocks the response side.
+		b.pw.Reset(proto.CodeCancel, "airlock edge: reading the request body failed")
+		b.s.Abort(proto.CodeCancel)
+	}
+}
+
+// errBodyTimeout is wrapped by the read error of a client that sent no
+// bytes of its announced body for client_body_timeout.
+var errBodyTimeout = errors.New("the client sent no bytes of its request body")
+
+// clientBody reads the client's request body for the body sender. Each read
+// waits at most timeout for the client's next bytes (nginx's
+// client_body_timeout: it bounds each wait, not the whole upload). At the
+// end of the body it clears the deadline before it records eof: net/http
+// then reads the idle connection in the background, and a deadline hitting
+// that read would cancel the connection's context.
+type clientBody struct {
+	r       io.Reader
+	rc      *http.ResponseController
+	timeout time.Duration
+	eof     *atomic.Bool // set at the body's io.EOF
+	stopped *atomic.Bool // set by stopBody: a deadline error is its doing
+	armedAt time.Time    // when the read deadline was last pushed out
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	// Pushing the deadline out only every sixteenth of the timeout spares a
+	// timer update per read.
+	if now := time.Now(); now.Sub(b.armedAt) > b.timeout/16 {
+		b.armedAt = now
+		b.rc.SetReadDeadline(now.Add(b.timeout))
+	}
+	n, err := b.r.Read(p)
+	switch {
+	case err == io.EOF:
+		b.rc.SetReadDeadline(time.Time{})
+		b.eof.Store(true)
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !b.stopped.Load():
+		err = fmt.Errorf("%w for %s: %w", errBodyTimeout, b.timeout, err)
+	}
+	return n, err
+}
+
+// ended reports whether the sender has finished.
+func (b *requestBodySender) ended() bool {
+	select {
+	case <-b.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// cleanTrailer drops from request trailers what must not cross a hop:
+// hop-by-hop fields and, as requestHeader does for the head, client
+// credentials.
+func cleanTrailer(t http.Header) http.Header {
+	if len(t) == 0 {
+		return nil
+	}
+	t = t.Clone()
+	hopheader.Remove(t)
+	clientheader.RemoveCredentials(t)
+	return t
+}
+
+// stopBody makes a still-running requestBodySender return and waits for it.
+// The stream must be aborted first, so that a blocked write returns; a read
+// of the client's body blocked on the network returns through a read
+// deadline in the past. Once the body has been read to its end, the deadline
+// is never set: net/http then reads the idle connection in the background to
+// notice a client that leaves, and a deadline hitting that read would cancel
+// the connection's context, failing the next request on a kept-alive
+// connection before it starts.
+func (ex *exchange) stopBody() {
+	b := ex.body
+	if b == nil || b.ended() {
+		return
+	}
+	if !ex.bodyEOF.Load() {
+		ex.bodyStopped.Store(true)
+		ex.rc.SetReadDeadline(time.Now())
+	}
+	<-b.done
+}
