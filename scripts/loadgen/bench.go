@@ -15,13 +15,26 @@ import (
 // bulk so that its idle figure is not inflated by the bulk transfers' heap.
 var scenarioNames = []string{"latency", "throughput", "sse", "rss", "bulk"}
 
+// Target names, as they appear in failures and JSON.
+const (
+	nameDirect  = "direct"
+	nameNginx   = "nginx"
+	nameAirlock = "airlock"
+)
+
 // benchConfig is everything `loadgen bench` takes on its command line.
 type benchConfig struct {
-	// Direct and Airlock are the two base URLs, with their keys.
-	Direct, Airlock target
+	// Direct, Nginx and Airlock are the base URLs under test, with their
+	// keys. Nginx.BaseURL is empty when the nginx chain is not measured.
+	Direct, Nginx, Airlock target
 	// EdgePID, RelayPID and UpstreamPID name the processes whose CPU time
 	// and RSS are read; 0 leaves a process out.
 	EdgePID, RelayPID, UpstreamPID int
+	// NginxEdgePID and NginxRelayPID name the nginx chain's two master
+	// processes, each counted with its workers; 0 leaves one out.
+	NginxEdgePID, NginxRelayPID int
+	// NginxSkipped says why the nginx chain is not measured, for the report.
+	NginxSkipped string
 	// Scenarios are the scenarios to run, in scenarioNames order.
 	Scenarios []string
 	// Latency, Throughput, SSE, BulkBytes and Hold size the scenarios.
@@ -39,7 +52,7 @@ type benchConfig struct {
 	// Quick marks smoke-test sizes.
 	Quick bool
 
-	directKeyEnv, airlockKeyEnv, scenarios string // raw flag values
+	directKeyEnv, nginxKeyEnv, airlockKeyEnv, scenarios string // raw flag values
 }
 
 // quickDefaults are the scenario sizes -quick uses for flags not given
@@ -58,12 +71,12 @@ var quickDefaults = map[string]string{
 
 // parseBenchFlags parses the flags of `loadgen bench`.
 func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
-	cfg := &benchConfig{Direct: target{Name: "direct"}, Airlock: target{Name: "airlock"}}
+	cfg := &benchConfig{Direct: target{Name: nameDirect}, Nginx: target{Name: nameNginx}, Airlock: target{Name: nameAirlock}}
 	fs := flag.NewFlagSet("loadgen bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: loadgen bench -direct URL -direct-key-env VAR -airlock URL -airlock-key-env VAR [flags]\n\n"+
-			"Runs the scenarios (%s) against both base URLs and prints one table.\n\nFlags:\n",
+		fmt.Fprintf(stderr, "Usage: loadgen bench -direct URL -direct-key-env VAR [-nginx URL -nginx-key-env VAR] -airlock URL -airlock-key-env VAR [flags]\n\n"+
+			"Runs the scenarios (%s) against every base URL and prints one table.\n\nFlags:\n",
 			strings.Join(scenarioNames, ", "))
 		fs.PrintDefaults()
 	}
@@ -74,6 +87,11 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	fs.IntVar(&cfg.EdgePID, "edge-pid", 0, "edge process `id`, for RSS and CPU (0: not measured)")
 	fs.IntVar(&cfg.RelayPID, "relay-pid", 0, "relay process `id`, for RSS and CPU (0: not measured)")
 	fs.IntVar(&cfg.UpstreamPID, "upstream-pid", 0, "test upstream process `id`, for CPU (0: not measured)")
+	fs.StringVar(&cfg.Nginx.BaseURL, "nginx", "", "NGINX base `URL` (the edge nginx of the peer chain; empty: not measured)")
+	fs.StringVar(&cfg.nginxKeyEnv, "nginx-key-env", "", "environment `variable` with the edge nginx's client key")
+	fs.IntVar(&cfg.NginxEdgePID, "nginx-edge-pid", 0, "edge nginx master process `id`, counted with its workers, for RSS and CPU (0: not measured)")
+	fs.IntVar(&cfg.NginxRelayPID, "nginx-relay-pid", 0, "relay nginx master process `id`, counted with its workers, for RSS and CPU (0: not measured)")
+	fs.StringVar(&cfg.NginxSkipped, "nginx-skipped", "", "why the nginx chain is not measured (`text` for the report; with -nginx empty)")
 	fs.StringVar(&cfg.scenarios, "scenarios", strings.Join(scenarioNames, ","), "comma-separated `list` of scenarios to run")
 
 	fs.StringVar(&cfg.Latency.Path, "latency-path", "/models", "small GET request `path` below the base URL (latency, throughput)")
@@ -117,10 +135,19 @@ func (cfg *benchConfig) finish() error {
 	if cfg.Direct.BaseURL == "" || cfg.Airlock.BaseURL == "" {
 		return fmt.Errorf("-direct and -airlock are both required")
 	}
-	for _, k := range []struct {
+	if cfg.Nginx.BaseURL != "" && cfg.NginxSkipped != "" {
+		return fmt.Errorf("-nginx-skipped is for when -nginx is not given")
+	}
+	type keyFlag struct {
 		flag, env string
 		dst       *string
-	}{{"-direct-key-env", cfg.directKeyEnv, &cfg.Direct.Key}, {"-airlock-key-env", cfg.airlockKeyEnv, &cfg.Airlock.Key}} {
+	}
+	keys := []keyFlag{{"-direct-key-env", cfg.directKeyEnv, &cfg.Direct.Key}}
+	if cfg.Nginx.BaseURL != "" {
+		keys = append(keys, keyFlag{"-nginx-key-env", cfg.nginxKeyEnv, &cfg.Nginx.Key})
+	}
+	keys = append(keys, keyFlag{"-airlock-key-env", cfg.airlockKeyEnv, &cfg.Airlock.Key})
+	for _, k := range keys {
 		if k.env == "" {
 			return fmt.Errorf("%s is required", k.flag)
 		}
@@ -154,14 +181,38 @@ func (cfg *benchConfig) finish() error {
 	return nil
 }
 
-// procs returns the watched processes among edge, relay and upstream that
-// have a PID.
-func (cfg *benchConfig) procs(names ...string) []proc {
-	pids := map[string]int{"edge": cfg.EdgePID, "relay": cfg.RelayPID, "upstream": cfg.UpstreamPID}
+// targets returns the targets measured in this run, in the order each
+// scenario runs them: DIRECT, NGINX when given, AIRLOCK.
+func (cfg *benchConfig) targets() []target {
+	if cfg.Nginx.BaseURL == "" {
+		return []target{cfg.Direct, cfg.Airlock}
+	}
+	return []target{cfg.Direct, cfg.Nginx, cfg.Airlock}
+}
+
+// proxies returns the targets that are proxy chains: NGINX when given, and
+// AIRLOCK.
+func (cfg *benchConfig) proxies() []target {
+	return cfg.targets()[1:]
+}
+
+// procs returns the processes that serve t among the roles "edge", "relay"
+// and "upstream" and have a PID: the upstream serves every target, DIRECT
+// has no edge or relay, and each nginx counts with its workers.
+func (cfg *benchConfig) procs(t target, roles ...string) []proc {
+	all := []proc{{Name: "upstream", PID: cfg.UpstreamPID}}
+	switch t.Name {
+	case nameNginx:
+		all = append(all, proc{Name: "edge", PID: cfg.NginxEdgePID, Tree: true}, proc{Name: "relay", PID: cfg.NginxRelayPID, Tree: true})
+	case nameAirlock:
+		all = append(all, proc{Name: "edge", PID: cfg.EdgePID}, proc{Name: "relay", PID: cfg.RelayPID})
+	}
 	var out []proc
-	for _, n := range names {
-		if pids[n] > 0 {
-			out = append(out, proc{Name: n, PID: pids[n]})
+	for _, r := range roles {
+		for _, p := range all {
+			if p.Name == r && p.PID > 0 {
+				out = append(out, p)
+			}
 		}
 	}
 	return out
@@ -180,7 +231,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rep := newReport(cfg)
 	for _, s := range cfg.Scenarios {
 		if ctx.Err() != nil {
-			rep.fail(s, "both", ctx.Err())
+			rep.fail(s, "all", ctx.Err())
 			continue
 		}
 		fmt.Fprintf(stderr, "loadgen: running %s\n", s)
@@ -211,177 +262,255 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// outcome is one target's result of a scenario.
+// outcome is one target's result of a scenario. The zero outcome is a
+// target that was not run.
 type outcome[T any] struct {
 	v   T
 	err error
+	ran bool
 }
 
-// value returns f(v) as a cell, or a failed cell.
-func value[T any](o outcome[T], f func(T) float64) *cell {
-	if o.err != nil {
+// results holds one scenario's outcome on each target.
+type results[T any] struct {
+	Direct, Nginx, Airlock outcome[T]
+	// partial shows what a failed outcome still measured.
+	partial bool
+}
+
+// of returns the outcome of the target named name.
+func (rs *results[T]) of(name string) *outcome[T] {
+	switch name {
+	case nameDirect:
+		return &rs.Direct
+	case nameNginx:
+		return &rs.Nginx
+	}
+	return &rs.Airlock
+}
+
+// cellOf returns f(o.v) as a cell: nil when o did not run or f says the
+// figure does not apply, a failed cell when o failed (with partial, only
+// when f has no figure).
+func cellOf[T any](o outcome[T], partial bool, f func(T) (float64, bool)) *cell {
+	switch {
+	case !o.ran:
+		return nil
+	case o.err != nil && !partial:
 		return &cell{Failed: true}
 	}
-	return &cell{Value: f(o.v)}
+	v, ok := f(o.v)
+	switch {
+	case !ok && o.err != nil:
+		return &cell{Failed: true}
+	case !ok:
+		return nil
+	}
+	return &cell{Value: v}
 }
 
-// onBoth runs f against DIRECT, then AIRLOCK, and records failures.
-func onBoth[T any](ctx context.Context, cfg *benchConfig, rep *report, scenario string, f func(context.Context, target) (T, error)) (direct, airlock outcome[T]) {
-	for _, x := range []struct {
-		t   target
-		dst *outcome[T]
-	}{{cfg.Direct, &direct}, {cfg.Airlock, &airlock}} {
-		v, err := f(ctx, x.t)
-		*x.dst = outcome[T]{v, err}
+// fill sets r's three cells from f of each target's outcome.
+func (rs results[T]) fill(r row, f func(T) (float64, bool)) row {
+	r.Direct = cellOf(rs.Direct, rs.partial, f)
+	r.Nginx = cellOf(rs.Nginx, rs.partial, f)
+	r.Airlock = cellOf(rs.Airlock, rs.partial, f)
+	return r
+}
+
+// measured returns rs showing what failed outcomes still measured; the
+// failures are in the report already.
+func (rs results[T]) measured() results[T] {
+	rs.partial = true
+	return rs
+}
+
+// always adapts a figure that applies to every target for fill.
+func always[T any](f func(T) float64) func(T) (float64, bool) {
+	return func(v T) (float64, bool) { return f(v), true }
+}
+
+// onTargets runs f against each of targets in turn and records failures.
+func onTargets[T any](ctx context.Context, rep *report, scenario string, targets []target, f func(context.Context, target) (T, error)) results[T] {
+	var rs results[T]
+	for _, t := range targets {
+		v, err := f(ctx, t)
+		*rs.of(t.Name) = outcome[T]{v: v, err: err, ran: true}
 		if err != nil {
-			rep.fail(scenario, x.t.Name, err)
+			rep.fail(scenario, t.Name, err)
 		}
 	}
-	return direct, airlock
+	return rs
 }
 
+// microseconds converts d to float microseconds.
+func microseconds(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
 func benchLatency(ctx context.Context, cfg *benchConfig, rep *report) {
-	d, a := onBoth(ctx, cfg, rep, "latency", func(ctx context.Context, t target) (summary, error) {
-		s, err := measureLatency(ctx, t, cfg.Latency)
-		return summarize(s), err
+	rs := onTargets(ctx, rep, "latency", cfg.targets(), func(ctx context.Context, t target) (latencyResult, error) {
+		p := cfg.Latency
+		p.Procs = cfg.procs(t, "edge", "relay")
+		return measureLatency(ctx, t, p)
 	})
 	name := fmt.Sprintf("small request latency (GET %s, c=1, n=%d)", cfg.Latency.Path, cfg.Latency.N)
 	for _, q := range []struct {
 		label string
-		f     func(summary) float64
+		f     func(summary) time.Duration
 	}{
-		{"p50", func(s summary) float64 { return ms(s.P50) }},
-		{"p90", func(s summary) float64 { return ms(s.P90) }},
-		{"p99", func(s summary) float64 { return ms(s.P99) }},
+		{"p50", func(s summary) time.Duration { return s.P50 }},
+		{"p90", func(s summary) time.Duration { return s.P90 }},
+		{"p99", func(s summary) time.Duration { return s.P99 }},
 	} {
-		rep.add(row{ID: "latency_" + q.label, Name: name + " " + q.label, Unit: "ms", Direct: value(d, q.f), Airlock: value(a, q.f), Compare: compareDelta})
+		rep.add(rs.fill(row{ID: "latency_" + q.label, Name: name + " " + q.label, Unit: "ms", Compare: compareDelta},
+			always(func(r latencyResult) float64 { return ms(q.f(summarize(r.Samples))) })))
 		name = " "
 	}
+	// The issue's target is in added latency: each proxy chain's p50 minus
+	// DIRECT's, from the same run.
+	if d := rs.Direct; d.ran && d.err == nil {
+		direct := summarize(d.v.Samples).P50
+		rep.add(row{ID: "latency_added_p50", Name: "  added p50 (p50 − direct's p50)", Unit: "ms", Compare: compareDelta,
+			Nginx:   cellOf(rs.Nginx, false, always(func(r latencyResult) float64 { return ms(summarize(r.Samples).P50 - direct) })),
+			Airlock: cellOf(rs.Airlock, false, always(func(r latencyResult) float64 { return ms(summarize(r.Samples).P50 - direct) })),
+		})
+	}
+	rep.addIfAny(rs.fill(row{ID: "latency_cpu_per_request_edge_relay", Name: "  CPU per request: edge + relay", Unit: "µs", Compare: compareDelta},
+		func(r latencyResult) (float64, bool) {
+			d, ok := r.cpuPerRequest("edge", "relay")
+			return microseconds(d), ok
+		}))
 }
 
 func benchThroughput(ctx context.Context, cfg *benchConfig, rep *report) {
 	p := cfg.Throughput
-	d, a := onBoth(ctx, cfg, rep, "throughput", func(ctx context.Context, t target) (throughputResult, error) {
+	rs := onTargets(ctx, rep, "throughput", cfg.targets(), func(ctx context.Context, t target) (throughputResult, error) {
 		p := p
-		p.Procs = cfg.procs("upstream")
-		if t.Name == "airlock" {
-			p.Procs = cfg.procs("edge", "relay", "upstream")
-		}
+		p.Procs = cfg.procs(t, "edge", "relay", "upstream")
 		return measureThroughput(ctx, t, p)
 	})
-	rep.add(row{
-		ID: "throughput", Name: fmt.Sprintf("throughput (GET %s, c=%d, %v)", p.Path, p.Concurrency, p.Duration), Unit: "req/s",
-		Direct: value(d, throughputResult.perSecond), Airlock: value(a, throughputResult.perSecond), Compare: compareRatio,
-	})
-	for _, o := range []outcome[throughputResult]{d, a} {
-		if o.err == nil && o.v.Errors > 0 {
-			rep.notef("throughput: %d failed requests, first: %v", o.v.Errors, o.v.FirstError)
+	rep.add(rs.fill(row{
+		ID: "throughput", Name: fmt.Sprintf("throughput (GET %s, c=%d, %v)", p.Path, p.Concurrency, p.Duration), Unit: "req/s", Compare: compareRatio,
+	}, always(throughputResult.perSecond)))
+	for _, t := range cfg.targets() {
+		if o := *rs.of(t.Name); o.err == nil && o.v.Errors > 0 {
+			rep.notef("throughput %s: %d failed requests, first: %v", t.Name, o.v.Errors, o.v.FirstError)
 		}
 	}
-	for _, name := range []string{"upstream", "edge", "relay"} {
-		cpuCell := func(o outcome[throughputResult]) *cell {
-			if o.err != nil {
-				return &cell{Failed: true}
-			}
-			v, ok := o.v.cpuPerRequest(name)
-			if !ok {
-				return nil
-			}
-			return &cell{Value: float64(v) / float64(time.Microsecond)}
-		}
-		r := row{ID: "cpu_per_request_" + name, Name: "  CPU per request: " + name, Unit: "µs", Direct: cpuCell(d), Airlock: cpuCell(a), Compare: compareDelta}
-		if r.Direct != nil || r.Airlock != nil {
-			rep.add(r)
-		}
+	for _, c := range []struct {
+		id, label string
+		names     []string
+	}{
+		{"upstream", "upstream", []string{"upstream"}},
+		{"edge", "edge", []string{"edge"}},
+		{"relay", "relay", []string{"relay"}},
+		{"edge_relay", "edge + relay", []string{"edge", "relay"}},
+	} {
+		rep.addIfAny(rs.fill(row{ID: "cpu_per_request_" + c.id, Name: "  CPU per request: " + c.label, Unit: "µs", Compare: compareDelta},
+			func(r throughputResult) (float64, bool) {
+				d, ok := r.cpuPerRequest(c.names...)
+				return microseconds(d), ok
+			}))
 	}
 }
 
 func benchSSE(ctx context.Context, cfg *benchConfig, rep *report) {
 	p := cfg.SSE
-	d, a := onBoth(ctx, cfg, rep, "sse", func(ctx context.Context, t target) (sseResult, error) {
+	rs := onTargets(ctx, rep, "sse", cfg.targets(), func(ctx context.Context, t target) (sseResult, error) {
 		return measureSSE(ctx, t, p)
 	})
 	name := fmt.Sprintf("SSE event delay (%d streams × %d events, %v apart)", p.Streams, p.Events, p.Interval)
 	for _, q := range []struct {
 		label string
-		f     func(summary) float64
+		f     func(summary) time.Duration
 	}{
-		{"p50", func(s summary) float64 { return ms(s.P50) }},
-		{"p99", func(s summary) float64 { return ms(s.P99) }},
-		{"max", func(s summary) float64 { return ms(s.Max) }},
+		{"p50", func(s summary) time.Duration { return s.P50 }},
+		{"p99", func(s summary) time.Duration { return s.P99 }},
+		{"max", func(s summary) time.Duration { return s.Max }},
 	} {
-		f := func(r sseResult) float64 { return q.f(summarize(r.Delays)) }
-		rep.add(row{ID: "sse_delay_" + q.label, Name: name + " " + q.label, Unit: "ms", Direct: value(d, f), Airlock: value(a, f), Compare: compareDelta})
+		rep.add(rs.fill(row{ID: "sse_delay_" + q.label, Name: name + " " + q.label, Unit: "ms", Compare: compareDelta},
+			always(func(r sseResult) float64 { return ms(q.f(summarize(r.Delays))) })))
 		name = " "
 	}
-	merged := func(r sseResult) float64 { return float64(r.MergedReads) }
-	rep.add(row{ID: "sse_merged_reads", Name: "  merged events (Reads that completed >1 event)", Unit: "count", Direct: value(d, merged), Airlock: value(a, merged), Compare: compareDelta})
-	for _, o := range []struct {
-		name string
-		o    outcome[sseResult]
-	}{{"direct", d}, {"airlock", a}} {
-		if o.o.err == nil {
-			rep.notef("sse %s: %d events in %d reads, %d reads held more than one event", o.name, o.o.v.Events, o.o.v.Reads, o.o.v.MergedReads)
+	rep.add(rs.fill(row{ID: "sse_merged_reads", Name: "  merged events (Reads that completed >1 event)", Unit: "count", Compare: compareDelta},
+		always(func(r sseResult) float64 { return float64(r.MergedReads) })))
+	for _, t := range cfg.targets() {
+		if o := *rs.of(t.Name); o.err == nil {
+			rep.notef("sse %s: %d events in %d reads, %d reads held more than one event", t.Name, o.v.Events, o.v.Reads, o.v.MergedReads)
 		}
 	}
 }
 
 func benchBulk(ctx context.Context, cfg *benchConfig, rep *report) {
-	d, a := onBoth(ctx, cfg, rep, "bulk", func(ctx context.Context, t target) (bulkResult, error) {
+	rs := onTargets(ctx, rep, "bulk", cfg.targets(), func(ctx context.Context, t target) (bulkResult, error) {
 		return measureBulk(ctx, t, cfg.BulkBytes)
 	})
 	size := fmt.Sprintf("%.0f MiB", mib(cfg.BulkBytes))
-	up := func(r bulkResult) float64 { return r.Upload / (1 << 20) }
-	down := func(r bulkResult) float64 { return r.Download / (1 << 20) }
-	rep.add(row{ID: "bulk_upload", Name: "bulk upload (" + size + ", 1 stream)", Unit: "MiB/s", Direct: value(d, up), Airlock: value(a, up), Compare: compareRatio})
-	rep.add(row{ID: "bulk_download", Name: "bulk download (" + size + ", 1 stream)", Unit: "MiB/s", Direct: value(d, down), Airlock: value(a, down), Compare: compareRatio})
+	rep.add(rs.fill(row{ID: "bulk_upload", Name: "bulk upload (" + size + ", 1 stream)", Unit: "MiB/s", Compare: compareRatio},
+		always(func(r bulkResult) float64 { return r.Upload / (1 << 20) })))
+	rep.add(rs.fill(row{ID: "bulk_download", Name: "bulk download (" + size + ", 1 stream)", Unit: "MiB/s", Compare: compareRatio},
+		always(func(r bulkResult) float64 { return r.Download / (1 << 20) })))
 }
 
+// benchHold measures each proxy chain's memory with held streams. DIRECT
+// is not measured: the upstream's memory is not the proxies' cost.
 func benchHold(ctx context.Context, cfg *benchConfig, rep *report) {
-	p := cfg.Hold
-	p.Procs = cfg.procs("edge", "relay")
-	if len(p.Procs) == 0 {
-		rep.notef("rss: skipped, no -edge-pid or -relay-pid")
-		return
-	}
-	res, err := measureHold(ctx, cfg.Airlock, p)
-	if err != nil {
-		rep.fail("rss", "airlock", err)
-	}
-	rep.add(row{
-		ID: "hold_open_time", Name: fmt.Sprintf("time to open %d held streams (%d at once)", p.Streams, p.Parallel), Unit: "ms",
-		Compare: compareNone,
-		Airlock: failedOr(err, func() float64 { return ms(res.OpenTime) }),
-	})
-	for _, pr := range p.Procs {
-		idle, okIdle := res.Idle[pr.Name]
-		held, okHeld := res.Held[pr.Name]
-		rep.add(row{ID: "rss_idle_" + pr.Name, Name: pr.Name + " RSS idle", Unit: "MiB", Airlock: known(okIdle, mib(idle))})
-		rep.add(row{
-			ID: "rss_held_" + pr.Name, Name: fmt.Sprintf("%s RSS with %d open streams", pr.Name, res.Open), Unit: "MiB",
-			Airlock: known(okHeld, mib(held)),
-		})
-		if res.Open > 0 {
-			rep.add(row{
-				ID: "rss_per_stream_" + pr.Name, Name: "  " + pr.Name + " RSS per open stream", Unit: "KiB",
-				Airlock: known(okIdle && okHeld, float64(held-idle)/1024/float64(res.Open)),
-			})
+	var targets []target
+	for _, t := range cfg.proxies() {
+		if len(cfg.procs(t, "edge", "relay")) > 0 {
+			targets = append(targets, t)
+		} else {
+			rep.notef("rss %s: skipped, no edge or relay PID", t.Name)
 		}
 	}
+	if len(targets) == 0 {
+		return
+	}
+	if slices.ContainsFunc(targets, func(t target) bool { return t.Name == nameNginx }) {
+		rep.notef("rss nginx: each nginx is its master and its worker with their RSS summed, so the pages they share count twice")
+	}
+	p := cfg.Hold
+	rs := onTargets(ctx, rep, "rss", targets, func(ctx context.Context, t target) (holdResult, error) {
+		p := p
+		p.Procs = cfg.procs(t, "edge", "relay")
+		return measureHold(ctx, t, p)
+	})
+	// The RSS figures were read even when some streams failed (the failure
+	// is reported), so they are shown as measured.
+	read := rs.measured()
+	rep.add(rs.fill(row{ID: "hold_open_time", Name: fmt.Sprintf("time to open %d held streams (%d at once)", p.Streams, p.Parallel), Unit: "ms", Compare: compareDelta},
+		always(func(r holdResult) float64 { return ms(r.OpenTime) })))
+	for _, c := range []struct {
+		id, label string
+		names     []string
+	}{
+		{"edge", "edge", []string{"edge"}},
+		{"relay", "relay", []string{"relay"}},
+		{"edge_relay", "edge + relay", []string{"edge", "relay"}},
+	} {
+		rep.addIfAny(read.fill(row{ID: "rss_idle_" + c.id, Name: c.label + " RSS idle", Unit: "MiB", Compare: compareDelta},
+			func(r holdResult) (float64, bool) { v, ok := sumOf(r.Idle, c.names); return mib(v), ok }))
+		rep.addIfAny(read.fill(row{ID: "rss_held_" + c.id, Name: fmt.Sprintf("%s RSS with %d open streams", c.label, p.Streams), Unit: "MiB", Compare: compareDelta},
+			func(r holdResult) (float64, bool) { v, ok := sumOf(r.Held, c.names); return mib(v), ok }))
+		rep.addIfAny(read.fill(row{ID: "rss_per_stream_" + c.id, Name: "  " + c.label + " RSS per open stream", Unit: "KiB", Compare: compareDelta},
+			func(r holdResult) (float64, bool) {
+				idle, ok1 := sumOf(r.Idle, c.names)
+				held, ok2 := sumOf(r.Held, c.names)
+				if !ok1 || !ok2 || r.Open == 0 {
+					return 0, false
+				}
+				return float64(held-idle) / 1024 / float64(r.Open), true
+			}))
+	}
 }
 
-// known returns a cell with v, or a failed cell when !ok.
-func known(ok bool, v float64) *cell {
-	if !ok {
-		return &cell{Failed: true}
+// sumOf returns the sum of m's values for names, and false when one is
+// missing.
+func sumOf(m map[string]int64, names []string) (int64, bool) {
+	var total int64
+	for _, n := range names {
+		v, ok := m[n]
+		if !ok {
+			return 0, false
+		}
+		total += v
 	}
-	return &cell{Value: v}
-}
-
-// failedOr returns a failed cell when err is set, else a cell with f().
-func failedOr(err error, f func() float64) *cell {
-	if err != nil {
-		return &cell{Failed: true}
-	}
-	return &cell{Value: f()}
+	return total, true
 }

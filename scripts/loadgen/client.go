@@ -12,7 +12,7 @@ import (
 
 // target is one base URL under test and the API key it takes.
 type target struct {
-	// Name is "direct" or "airlock".
+	// Name is "direct", "nginx" or "airlock".
 	Name string
 	// BaseURL is the OpenAI-style base URL, ending in "/v1".
 	BaseURL string

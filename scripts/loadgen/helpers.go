@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 )
@@ -74,19 +75,27 @@ func freePorts(n int) ([]int, error) {
 // runWait polls a URL until it answers 200 (or, with -any, any HTTP
 // status), or until -timeout passes.
 func runWait(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("loadgen wait [-any] [-timeout D] URL", flag.ContinueOnError)
+	fs := flag.NewFlagSet("loadgen wait [-any] [-timeout D] [-key-env VAR] URL", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	anyStatus := fs.Bool("any", false, "accept any HTTP status, not only 200")
 	timeout := fs.Duration("timeout", 20*time.Second, "give up after this long")
+	keyEnv := fs.String("key-env", "", "environment `variable` with a key to send as \"Authorization: Bearer\" (empty: none)")
 	if err := parseFlags(fs, args, 1); err != nil {
 		return err
 	}
-	return waitURL(ctx, fs.Arg(0), *anyStatus, *timeout)
+	var key string
+	if *keyEnv != "" {
+		if key = os.Getenv(*keyEnv); key == "" {
+			return fmt.Errorf("wait: -key-env: environment variable %s is not set or empty", *keyEnv)
+		}
+	}
+	return waitURL(ctx, fs.Arg(0), key, *anyStatus, *timeout)
 }
 
-// waitURL polls url every 50ms until it answers as wanted or timeout
-// passes; the error names the last failure.
-func waitURL(ctx context.Context, url string, anyStatus bool, timeout time.Duration) error {
+// waitURL polls url every 50ms, with key as a bearer token unless it is
+// empty, until it answers as wanted or timeout passes; the error names the
+// last failure.
+func waitURL(ctx context.Context, url, key string, anyStatus bool, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	client := &http.Client{Timeout: time.Second}
@@ -98,6 +107,9 @@ func waitURL(ctx context.Context, url string, anyStatus bool, timeout time.Durat
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			return fmt.Errorf("wait: %w", err)
+		}
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
 		}
 		resp, err := client.Do(req)
 		if err == nil {

@@ -155,27 +155,37 @@ func TestPatternReader(t *testing.T) {
 	}
 }
 
-func TestDifference(t *testing.T) {
+func TestVersus(t *testing.T) {
 	tests := []struct {
-		name string
-		row  row
-		want string
+		name     string
+		row      row
+		base     func(row) *cell
+		baseName string
+		want     string
 	}{
-		{"delta up", row{Unit: "ms", Direct: &cell{Value: 0.1}, Airlock: &cell{Value: 0.35}, Compare: compareDelta}, "+0.250 ms"},
-		{"delta down", row{Unit: "count", Direct: &cell{Value: 3}, Airlock: &cell{Value: 1}, Compare: compareDelta}, "-2 count"},
-		{"ratio", row{Unit: "req/s", Direct: &cell{Value: 200}, Airlock: &cell{Value: 50}, Compare: compareRatio}, "25.0% of direct"},
-		{"ratio of zero", row{Unit: "req/s", Direct: &cell{Value: 0}, Airlock: &cell{Value: 50}, Compare: compareRatio}, ""},
-		{"failed", row{Unit: "ms", Direct: &cell{Failed: true}, Airlock: &cell{Value: 1}, Compare: compareDelta}, ""},
-		{"airlock only", row{Unit: "MiB", Airlock: &cell{Value: 1}}, ""},
+		{"delta up", row{Unit: "ms", Direct: &cell{Value: 0.1}, Airlock: &cell{Value: 0.35}, Compare: compareDelta}, direct, nameDirect, "+0.250 ms"},
+		{"delta down", row{Unit: "count", Direct: &cell{Value: 3}, Airlock: &cell{Value: 1}, Compare: compareDelta}, direct, nameDirect, "-2 count"},
+		{"ratio", row{Unit: "req/s", Direct: &cell{Value: 200}, Airlock: &cell{Value: 50}, Compare: compareRatio}, direct, nameDirect, "25.0% of direct"},
+		{"ratio of zero", row{Unit: "req/s", Direct: &cell{Value: 0}, Airlock: &cell{Value: 50}, Compare: compareRatio}, direct, nameDirect, ""},
+		{"failed", row{Unit: "ms", Direct: &cell{Failed: true}, Airlock: &cell{Value: 1}, Compare: compareDelta}, direct, nameDirect, ""},
+		{"airlock only", row{Unit: "MiB", Airlock: &cell{Value: 1}}, direct, nameDirect, ""},
+		{"no compare", row{Unit: "ms", Direct: &cell{Value: 1}, Airlock: &cell{Value: 2}, Compare: compareNone}, direct, nameDirect, ""},
+		{"vs nginx ratio", row{Unit: "req/s", Direct: &cell{Value: 200}, Nginx: &cell{Value: 80}, Airlock: &cell{Value: 100}, Compare: compareRatio}, nginx, nameNginx, "125.0% of nginx"},
+		{"vs nginx delta", row{Unit: "µs", Nginx: &cell{Value: 64}, Airlock: &cell{Value: 195.5}, Compare: compareDelta}, nginx, nameNginx, "+131.5 µs"},
+		{"vs nginx missing", row{Unit: "µs", Direct: &cell{Value: 1}, Airlock: &cell{Value: 2}, Compare: compareDelta}, nginx, nameNginx, ""},
+		{"airlock failed", row{Unit: "ms", Nginx: &cell{Value: 1}, Airlock: &cell{Failed: true}, Compare: compareDelta}, nginx, nameNginx, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := difference(tt.row); got != tt.want {
-				t.Errorf("difference = %q, want %q", got, tt.want)
+			if got := tt.row.versus(tt.base(tt.row), tt.baseName); got != tt.want {
+				t.Errorf("versus(%s) = %q, want %q", tt.baseName, got, tt.want)
 			}
 		})
 	}
 }
+
+func direct(x row) *cell { return x.Direct }
+func nginx(x row) *cell  { return x.Nginx }
 
 // fakeUpstream serves the test upstream endpoints the scenarios call, in
 // the shapes internal/testupstream answers them.
@@ -223,9 +233,13 @@ func TestScenariosAgainstFakeUpstream(t *testing.T) {
 	defer cancel()
 	tg := fakeUpstream(t, "sk-test")
 
-	lat, err := measureLatency(ctx, tg, latencyParams{Path: "/models", Warmup: 2, N: 20})
-	if err != nil || len(lat) != 20 {
-		t.Errorf("latency: got %d samples, %v; want 20, nil", len(lat), err)
+	self := proc{Name: "self", PID: selfPID(t)}
+	lat, err := measureLatency(ctx, tg, latencyParams{Path: "/models", Warmup: 2, N: 20, Procs: []proc{self}})
+	if err != nil || len(lat.Samples) != 20 {
+		t.Errorf("latency: got %d samples, %v; want 20, nil", len(lat.Samples), err)
+	}
+	if _, ok := lat.cpuPerRequest("self"); !ok {
+		t.Errorf("latency: no CPU figure for the watched process")
 	}
 
 	tp, err := measureThroughput(ctx, tg, throughputParams{
@@ -246,7 +260,6 @@ func TestScenariosAgainstFakeUpstream(t *testing.T) {
 		t.Errorf("bulk: got %+v, %v; want positive rates, nil", bulk, err)
 	}
 
-	self := proc{Name: "self", PID: selfPID(t)}
 	hold, err := measureHold(ctx, tg, holdParams{Streams: 20, Parallel: 5, Timeout: 5 * time.Second, Procs: []proc{self}})
 	if err != nil || hold.Open != 20 || hold.Held["self"] <= 0 {
 		t.Errorf("hold: got %d open, RSS %d, %v; want 20, positive, nil", hold.Open, hold.Held["self"], err)
@@ -268,4 +281,28 @@ func selfPID(t *testing.T) int {
 		t.Skipf("no /proc: %v", err)
 	}
 	return p.PID
+}
+
+func TestWaitURL(t *testing.T) {
+	tg := fakeUpstream(t, "sk-test")
+	url := tg.BaseURL + "/models"
+	tests := []struct {
+		name      string
+		key       string
+		anyStatus bool
+		wantErr   bool
+	}{
+		{"key", "sk-test", false, false},
+		{"wrong key", "wrong", false, true},
+		{"no key", "", false, true},
+		{"no key, any status", "", true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := waitURL(context.Background(), url, tt.key, tt.anyStatus, 200*time.Millisecond)
+			if (err != nil) != tt.wantErr {
+				t.Errorf("waitURL(key %q, any %v) = %v, want error %v", tt.key, tt.anyStatus, err, tt.wantErr)
+			}
+		})
+	}
 }

@@ -1,30 +1,42 @@
 // Command loadgen is airlock's whole-path load generator. It runs the same
-// scenarios against two base URLs in one run — DIRECT, the test upstream
-// itself, and AIRLOCK, an edge whose relay calls that same upstream — and
-// prints both side by side with the difference, so that the cost of the
-// edge → tunnel → relay path can be read off one table.
+// scenarios against up to three base URLs in one run — DIRECT, the test
+// upstream itself; NGINX, a two-hop nginx chain (edge nginx → HTTPS → relay
+// nginx that injects the upstream key) in front of that same upstream, the
+// peer baseline; and AIRLOCK, an edge whose relay calls that same upstream —
+// and prints them side by side with AIRLOCK compared to DIRECT and to NGINX,
+// so that the cost of the edge → tunnel → relay path, and how it stands
+// against a peer doing the same job, can be read off one table.
 //
 // scripts/bench builds airlock and loadgen, starts a test upstream, a relay
-// and an edge on loopback, and then runs
+// and an edge on loopback, and the nginx chain when nginx is available, and
+// then runs
 //
 //	loadgen bench -direct URL -direct-key-env VAR -airlock URL -airlock-key-env VAR \
-//	    -edge-pid PID -relay-pid PID -upstream-pid PID [scenario flags]
+//	    -edge-pid PID -relay-pid PID -upstream-pid PID \
+//	    [-nginx URL -nginx-key-env VAR -nginx-edge-pid PID -nginx-relay-pid PID | -nginx-skipped WHY] \
+//	    [scenario flags]
+//
+// The nginx PIDs are the two masters; each counts with its worker for CPU
+// and RSS.
 //
 // The scenarios, in the order they run:
 //
-//	latency     small request (GET /models) latency at concurrency 1
+//	latency     small request (GET /models) latency at concurrency 1, and the
+//	            edge's and relay's CPU time per request
 //	throughput  small requests per second at concurrency 32 for a fixed time,
 //	            with the CPU time each process spent per request
 //	sse         per-event delivery delay of a stamped SSE stream, and how often
 //	            a single Read returned more than one event (merged events)
 //	rss         edge and relay resident memory with thousands of open streams
-//	            (AIRLOCK only)
+//	            (the proxy chains only: NGINX and AIRLOCK)
 //	bulk        single-stream upload and download throughput
 //
 // Every loop is bounded in count and in time. Two helpers serve the runner:
 //
 //	loadgen ports N           print N free loopback ports (free for TCP and UDP)
-//	loadgen wait [-any] URL   poll URL until it answers 200 (or anything, -any)
+//	loadgen wait [-any] [-key-env VAR] URL
+//	                          poll URL (with a bearer key) until it answers 200
+//	                          (or anything, -any)
 package main
 
 import (
@@ -85,9 +97,10 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `loadgen — airlock's whole-path load generator
 
 Usage:
-  loadgen bench [flags]       run the scenarios against DIRECT and AIRLOCK
+  loadgen bench [flags]       run the scenarios against DIRECT, NGINX and AIRLOCK
   loadgen ports N             print N free loopback ports
-  loadgen wait [-any] URL     wait until URL answers 200 (or anything)
+  loadgen wait [-any] [-key-env VAR] URL
+                              wait until URL answers 200 (or anything)
 
 Run 'loadgen bench -h' for the scenario flags.
 `)

@@ -11,15 +11,16 @@ import (
 	"time"
 )
 
-// compare says how the difference column relates AIRLOCK to DIRECT.
+// compare says how the comparison columns relate AIRLOCK to DIRECT and to
+// NGINX.
 type compare int
 
 const (
-	// compareNone leaves the difference column empty.
+	// compareNone leaves the comparison columns empty.
 	compareNone compare = iota
-	// compareDelta shows airlock − direct in the row's unit.
+	// compareDelta shows airlock − the other in the row's unit.
 	compareDelta
-	// compareRatio shows airlock as a percentage of direct.
+	// compareRatio shows airlock as a percentage of the other.
 	compareRatio
 )
 
@@ -36,6 +37,7 @@ type row struct {
 	Name    string  `json:"name"`
 	Unit    string  `json:"unit"`
 	Direct  *cell   `json:"direct,omitempty"`
+	Nginx   *cell   `json:"nginx,omitempty"`
 	Airlock *cell   `json:"airlock,omitempty"`
 	Compare compare `json:"-"`
 }
@@ -59,27 +61,40 @@ type machine struct {
 
 // report collects the rows, notes and failures of one run.
 type report struct {
-	Label    string    `json:"label,omitempty"`
-	Machine  machine   `json:"machine"`
-	Direct   string    `json:"direct_url"`
-	Airlock  string    `json:"airlock_url"`
-	Quick    bool      `json:"quick"`
-	Rows     []row     `json:"rows"`
-	Notes    []string  `json:"notes,omitempty"`
-	Failures []failure `json:"failures,omitempty"`
+	Label   string  `json:"label,omitempty"`
+	Machine machine `json:"machine"`
+	Direct  string  `json:"direct_url"`
+	// Nginx is the nginx chain's URL, empty when it was not measured;
+	// NginxSkipped then says why.
+	Nginx        string    `json:"nginx_url,omitempty"`
+	NginxSkipped string    `json:"nginx_skipped,omitempty"`
+	Airlock      string    `json:"airlock_url"`
+	Quick        bool      `json:"quick"`
+	Rows         []row     `json:"rows"`
+	Notes        []string  `json:"notes,omitempty"`
+	Failures     []failure `json:"failures,omitempty"`
 }
 
 func newReport(cfg *benchConfig) *report {
 	return &report{
-		Label:   cfg.Label,
-		Machine: machineInfo(),
-		Direct:  cfg.Direct.BaseURL,
-		Airlock: cfg.Airlock.BaseURL,
-		Quick:   cfg.Quick,
+		Label:        cfg.Label,
+		Machine:      machineInfo(),
+		Direct:       cfg.Direct.BaseURL,
+		Nginx:        cfg.Nginx.BaseURL,
+		NginxSkipped: cfg.NginxSkipped,
+		Airlock:      cfg.Airlock.BaseURL,
+		Quick:        cfg.Quick,
 	}
 }
 
 func (r *report) add(x row) { r.Rows = append(r.Rows, x) }
+
+// addIfAny adds x unless none of its cells applies.
+func (r *report) addIfAny(x row) {
+	if x.Direct != nil || x.Nginx != nil || x.Airlock != nil {
+		r.add(x)
+	}
+}
 
 func (r *report) notef(format string, args ...any) {
 	r.Notes = append(r.Notes, fmt.Sprintf(format, args...))
@@ -140,17 +155,44 @@ func (r *report) writeTable(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "\ngo:      %s\n", m.GoVersion)
 	fmt.Fprintf(&b, "direct:  %s (the test upstream)\n", r.Direct)
+	nginx := r.Nginx != ""
+	switch {
+	case nginx:
+		fmt.Fprintf(&b, "nginx:   %s (edge nginx → HTTPS → relay nginx → the same upstream: the peer baseline)\n", r.Nginx)
+	case r.NginxSkipped != "":
+		fmt.Fprintf(&b, "nginx:   SKIPPED, no nginx column: %s\n", r.NginxSkipped)
+	default:
+		fmt.Fprintln(&b, "nginx:   not measured (no -nginx)")
+	}
 	fmt.Fprintf(&b, "airlock: %s (edge → tunnel → relay → the same upstream)\n", r.Airlock)
-	fmt.Fprintln(&b, "loadgen, edge, relay and upstream share this host's CPUs.")
+	fmt.Fprintln(&b, "loadgen and every process measured share this host's CPUs.")
+	if nginx {
+		fmt.Fprintln(&b, "edge and relay rows: for nginx the edge and relay nginx (master + worker each), for airlock its edge and relay.")
+	}
 	fmt.Fprintln(&b)
 
 	// Text columns are left-aligned by tabwriter; the figures are padded
 	// to a fixed width first so that they line up on the right.
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "scenario\tunit\t%*s\t%*s\tdifference\n", figureWidth, "direct", figureWidth, "airlock")
+	header := []string{"scenario", "unit", pad("direct")}
+	if nginx {
+		header = append(header, pad("nginx chain"))
+	}
+	header = append(header, pad("airlock"), "airlock vs direct")
+	if nginx {
+		header = append(header, "airlock vs nginx")
+	}
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
 	for _, x := range r.Rows {
-		fmt.Fprintf(tw, "%s\t%s\t%*s\t%*s\t%s\n", x.Name, x.Unit,
-			figureWidth, formatCell(x.Direct, x.Unit), figureWidth, formatCell(x.Airlock, x.Unit), difference(x))
+		line := []string{x.Name, x.Unit, pad(formatCell(x.Direct, x.Unit))}
+		if nginx {
+			line = append(line, pad(formatCell(x.Nginx, x.Unit)))
+		}
+		line = append(line, pad(formatCell(x.Airlock, x.Unit)), x.versus(x.Direct, nameDirect))
+		if nginx {
+			line = append(line, x.versus(x.Nginx, nameNginx))
+		}
+		fmt.Fprintln(tw, strings.Join(line, "\t"))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -171,8 +213,11 @@ func (r *report) writeTable(w io.Writer) error {
 	return err
 }
 
-// figureWidth is the width the direct and airlock figures are padded to.
-const figureWidth = 10
+// figureWidth is the width the figures are padded to.
+const figureWidth = 11
+
+// pad right-aligns s in figureWidth.
+func pad(s string) string { return fmt.Sprintf("%*s", figureWidth, s) }
 
 // precision is the number of decimals shown for each unit.
 var precision = map[string]int{
@@ -196,15 +241,16 @@ func formatCell(c *cell, unit string) string {
 	return formatValue(c.Value, unit)
 }
 
-// difference prints the difference column of x.
-func difference(x row) string {
-	d, a := x.Direct, x.Airlock
-	if d == nil || a == nil || d.Failed || a.Failed {
+// versus prints how x's AIRLOCK figure compares to base, the figure of the
+// target named baseName, by x.Compare: empty when either is missing.
+func (x row) versus(base *cell, baseName string) string {
+	a := x.Airlock
+	if base == nil || a == nil || base.Failed || a.Failed {
 		return ""
 	}
 	switch x.Compare {
 	case compareDelta:
-		delta := a.Value - d.Value
+		delta := a.Value - base.Value
 		sign := "+"
 		if delta < 0 {
 			sign = "-"
@@ -212,10 +258,10 @@ func difference(x row) string {
 		}
 		return sign + formatValue(delta, x.Unit) + " " + x.Unit
 	case compareRatio:
-		if d.Value == 0 {
+		if base.Value == 0 {
 			return ""
 		}
-		return fmt.Sprintf("%.1f%% of direct", 100*a.Value/d.Value)
+		return fmt.Sprintf("%.1f%% of %s", 100*a.Value/base.Value, baseName)
 	}
 	return ""
 }

@@ -16,28 +16,49 @@ type latencyParams struct {
 	Warmup int
 	// N requests are measured, one at a time.
 	N int
+	// Procs are the processes whose CPU time is read around the measured
+	// requests.
+	Procs []proc
+}
+
+// latencyResult is what one latency run measured.
+type latencyResult struct {
+	// Samples holds each measured request's time from send to the end of
+	// the body.
+	Samples []time.Duration
+	// CPU is the CPU time each watched process used during the measured
+	// requests.
+	CPU cpuSnapshot
+}
+
+// cpuPerRequest returns the named processes' CPU time together per
+// measured request, and false when one of them was not measured.
+func (r latencyResult) cpuPerRequest(names ...string) (time.Duration, bool) {
+	return r.CPU.perRequest(int64(len(r.Samples)), names...)
 }
 
 // measureLatency sends p.Warmup then p.N requests one after another over
-// one kept-alive connection and returns each measured request's time from
-// send to the end of the body. The first failure ends the scenario.
-func measureLatency(ctx context.Context, t target, p latencyParams) ([]time.Duration, error) {
+// one kept-alive connection and times each measured one. The first failure
+// ends the scenario.
+func measureLatency(ctx context.Context, t target, p latencyParams) (latencyResult, error) {
 	c := newClient(1)
 	defer closeClient(c)
 	for i := range p.Warmup {
 		if err := do(ctx, c, t, "GET", p.Path); err != nil {
-			return nil, fmt.Errorf("warm-up request %d: %w", i+1, err)
+			return latencyResult{}, fmt.Errorf("warm-up request %d: %w", i+1, err)
 		}
 	}
-	samples := make([]time.Duration, 0, p.N)
+	res := latencyResult{Samples: make([]time.Duration, 0, p.N)}
+	before := snapshotCPU(p.Procs)
 	for i := range p.N {
 		start := time.Now()
 		if err := do(ctx, c, t, "GET", p.Path); err != nil {
-			return nil, fmt.Errorf("request %d: %w", i+1, err)
+			return res, fmt.Errorf("request %d: %w", i+1, err)
 		}
-		samples = append(samples, time.Since(start))
+		res.Samples = append(res.Samples, time.Since(start))
 	}
-	return samples, nil
+	res.CPU = snapshotCPU(p.Procs).since(before)
+	return res, nil
 }
 
 // throughputParams configure the throughput scenario.
@@ -75,14 +96,10 @@ type throughputResult struct {
 // perSecond returns successful requests per second.
 func (r throughputResult) perSecond() float64 { return rate(float64(r.Requests), r.Elapsed) }
 
-// cpuPerRequest returns the named process's CPU time per successful
-// request, and false when it was not measured.
-func (r throughputResult) cpuPerRequest(name string) (time.Duration, bool) {
-	d, ok := r.CPU[name]
-	if !ok || r.Requests == 0 {
-		return 0, false
-	}
-	return d / time.Duration(r.Requests), true
+// cpuPerRequest returns the named processes' CPU time together per
+// successful request, and false when one of them was not measured.
+func (r throughputResult) cpuPerRequest(names ...string) (time.Duration, bool) {
+	return r.CPU.perRequest(r.Requests, names...)
 }
 
 // measureThroughput runs p.Concurrency workers that send small requests back
