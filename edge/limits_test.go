@@ -272,6 +272,33 @@ func TestClientConnectionCap(t *testing.T) {
 	}
 }
 
+// streamForever answers with a body that never ends, until stop is closed
+// (then it aborts the stream) or a write fails; either way it reports on
+// done what ended it (nil for stop).
+func streamForever(stop <-chan struct{}, done chan<- error) relayFunc {
+	return func(t *testing.T, r *fakeRelay) {
+		r.head(t)
+		if err := r.w.WriteResponseHead(&proto.ResponseHead{Status: 200, Header: http.Header{}, ContentLength: -1}); err != nil {
+			done <- err
+			return
+		}
+		chunk := make([]byte, 32<<10)
+		for {
+			select {
+			case <-stop:
+				r.s.Abort(proto.CodeCancel)
+				done <- nil
+				return
+			default:
+			}
+			if _, err := r.w.Write(chunk); err != nil {
+				done <- err
+				return
+			}
+		}
+	}
+}
+
 // Issue 8, item 1: a client that accepts no bytes for client_send_timeout
 // has its exchange aborted (the relay sees the reset, so the upstream call
 // is cancelled); a slow client that keeps reading is not cut.
@@ -301,27 +328,7 @@ func TestClientSendTimeout(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			relayErr := make(chan error, 1)
 			stopRelay := make(chan struct{})
-			e, _ := newLimitedEdge(t, 10, timeout, func(t *testing.T, r *fakeRelay) {
-				r.head(t)
-				if err := r.w.WriteResponseHead(&proto.ResponseHead{Status: 200, Header: http.Header{}, ContentLength: -1}); err != nil {
-					relayErr <- err
-					return
-				}
-				chunk := make([]byte, 32<<10)
-				for {
-					select {
-					case <-stopRelay:
-						r.s.Abort(proto.CodeCancel)
-						relayErr <- nil
-						return
-					default:
-					}
-					if _, err := r.w.Write(chunk); err != nil {
-						relayErr <- err
-						return
-					}
-				}
-			})
+			e, _ := newLimitedEdge(t, 10, timeout, streamForever(stopRelay, relayErr))
 			_, br := rawRequest(t, e.URL, "GET /v1/download HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+aliceKey+"\r\n\r\n")
 			stopReader := make(chan struct{})
 			defer close(stopReader)
@@ -506,20 +513,7 @@ func TestClientSendTimeoutHTTP2(t *testing.T) {
 	cfg := testConfig()
 	cfg.ClientSendTimeout = config.Duration{Duration: 300 * time.Millisecond}
 	relayErr := make(chan error, 1)
-	e := newTestEdge(t, cfg, func(t *testing.T, r *fakeRelay) {
-		r.head(t)
-		if err := r.w.WriteResponseHead(&proto.ResponseHead{Status: 200, Header: http.Header{}, ContentLength: -1}); err != nil {
-			relayErr <- err
-			return
-		}
-		chunk := make([]byte, 32<<10)
-		for {
-			if _, err := r.w.Write(chunk); err != nil {
-				relayErr <- err
-				return
-			}
-		}
-	})
+	e := newTestEdge(t, cfg, streamForever(nil, relayErr))
 	req := newRequest(t, t.Context(), "GET", e.URL+"/v1/download", nil)
 	resp, err := h2cClient(t).Do(req)
 	if err != nil {

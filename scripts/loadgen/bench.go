@@ -351,17 +351,9 @@ func benchLatency(ctx context.Context, cfg *benchConfig, rep *report) {
 		return measureLatency(ctx, t, p)
 	})
 	name := fmt.Sprintf("small request latency (GET %s, c=1, n=%d)", cfg.Latency.Path, cfg.Latency.N)
-	for _, q := range []struct {
-		label string
-		f     func(summary) time.Duration
-	}{
-		{"p50", func(s summary) time.Duration { return s.P50 }},
-		{"p90", func(s summary) time.Duration { return s.P90 }},
-		{"p99", func(s summary) time.Duration { return s.P99 }},
-	} {
-		rep.add(rs.fill(row{ID: "latency_" + q.label, Name: name + " " + q.label, Unit: "ms", Compare: compareDelta},
-			always(func(r latencyResult) float64 { return ms(q.f(summarize(r.Samples))) })))
-		name = " "
+	for i, q := range []quantile{p50, p90, p99} {
+		rep.add(rs.fill(row{ID: "latency_" + q.label, Name: q.rowName(name, i), Unit: "ms", Compare: compareDelta},
+			always(func(r latencyResult) float64 { return ms(q.of(summarize(r.Samples))) })))
 	}
 	// The target is in added latency: each proxy chain's p50 minus
 	// DIRECT's, from the same run.
@@ -417,17 +409,9 @@ func benchSSE(ctx context.Context, cfg *benchConfig, rep *report) {
 		return measureSSE(ctx, t, p)
 	})
 	name := fmt.Sprintf("SSE event delay (%d streams × %d events, %v apart)", p.Streams, p.Events, p.Interval)
-	for _, q := range []struct {
-		label string
-		f     func(summary) time.Duration
-	}{
-		{"p50", func(s summary) time.Duration { return s.P50 }},
-		{"p99", func(s summary) time.Duration { return s.P99 }},
-		{"max", func(s summary) time.Duration { return s.Max }},
-	} {
-		rep.add(rs.fill(row{ID: "sse_delay_" + q.label, Name: name + " " + q.label, Unit: "ms", Compare: compareDelta},
-			always(func(r sseResult) float64 { return ms(q.f(summarize(r.Delays))) })))
-		name = " "
+	for i, q := range []quantile{p50, p99, pMax} {
+		rep.add(rs.fill(row{ID: "sse_delay_" + q.label, Name: q.rowName(name, i), Unit: "ms", Compare: compareDelta},
+			always(func(r sseResult) float64 { return ms(q.of(summarize(r.Delays))) })))
 	}
 	rep.add(rs.fill(row{ID: "sse_merged_reads", Name: "  merged events (Reads that completed >1 event)", Unit: "count", Compare: compareDelta},
 		always(func(r sseResult) float64 { return float64(r.MergedReads) })))
@@ -513,4 +497,26 @@ func sumOf(m map[string]int64, names []string) (int64, bool) {
 		total += v
 	}
 	return total, true
+}
+
+// quantile is one figure of a summary, as a report row shows it.
+type quantile struct {
+	label string
+	of    func(summary) time.Duration
+}
+
+var (
+	p50  = quantile{"p50", func(s summary) time.Duration { return s.P50 }}
+	p90  = quantile{"p90", func(s summary) time.Duration { return s.P90 }}
+	p99  = quantile{"p99", func(s summary) time.Duration { return s.P99 }}
+	pMax = quantile{"max", func(s summary) time.Duration { return s.Max }}
+)
+
+// rowName is the name of the i-th row of a group of quantile rows: the
+// group's name on the first, indented below it.
+func (q quantile) rowName(group string, i int) string {
+	if i == 0 {
+		return group + " " + q.label
+	}
+	return "  " + q.label
 }
