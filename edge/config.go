@@ -115,8 +115,10 @@ type Config struct {
 	ClientBodyTimeout config.Duration `toml:"client_body_timeout"`
 	// ClientSendTimeout is how long a client may accept no bytes of its
 	// response while the edge has some to send; then the exchange is
-	// aborted and the upstream call cancelled. A slow reader that keeps
-	// taking bytes is never cut. Default: 60s (nginx's send_timeout).
+	// aborted and the upstream call cancelled. It bounds each wait, not the
+	// whole download; "no bytes" is what the kernel sees, so a client that
+	// reads far slower than its receive buffer fills (its TCP window stays
+	// shut) counts as stalled too. Default: 60s (nginx's send_timeout).
 	ClientSendTimeout config.Duration `toml:"client_send_timeout"`
 	// ClientIdleTimeout is how long a kept-alive client connection may wait
 	// for its next request. Default: 60s.

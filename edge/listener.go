@@ -60,8 +60,12 @@ func (l *clientListener) Accept() (net.Conn, error) {
 // clientConn is one client connection. Its writes fail once the client has
 // accepted no bytes for the listener's send timeout: a client that stops
 // reading can hold its exchange (and the upstream call behind it) only that
-// long. A slow client that keeps taking bytes is never cut, however long a
-// write takes (nginx's send_timeout works the same way).
+// long. A write that makes any progress before the deadline gets a new
+// one, however long the whole write takes, so only a connection that takes
+// no bytes for the whole timeout is cut (nginx's send_timeout works the
+// same way). Progress is what the kernel reports: a client whose TCP window
+// stays shut, because it reads far slower than its receive buffer fills,
+// looks stalled too.
 type clientConn struct {
 	net.Conn
 	l *clientListener
