@@ -40,7 +40,9 @@ func (b *requestBodySender) run() {
 	if b.err == nil {
 		// A write error means the relay stopped reading; the response
 		// side sees the stream's state and decides.
-		b.err = b.pw.End(cleanTrailer(b.r.Trailer))
+		if b.err = b.pw.End(cleanTrailer(b.r.Trailer)); b.err == nil {
+			finishRequest(b.s)
+		}
 		return
 	}
 	var se *proto.SourceError
@@ -133,3 +135,11 @@ func (ex *exchange) stopBody() {
 	}
 	<-b.done
 }
+
+// finishRequest sends the stream's FIN once the request direction has ended
+// cleanly with END, so that it travels with the END. A relay that reads the
+// END then reads the end of the stream too and need not stop the edge's
+// direction itself when it closes the stream (a STOP_SENDING, or yamux's
+// STREAM_RESET, on every exchange otherwise: issue 9). An error shows up on
+// the response side, which owns the stream.
+func finishRequest(s tunnel.Stream) { _ = s.CloseWrite() }

@@ -118,7 +118,9 @@ func (ex *exchange) run() {
 		}
 		// Not switched: end the request direction, which has no body. An
 		// error here shows up on the response side.
-		ex.pw.End(nil)
+		if ex.pw.End(nil) == nil {
+			finishRequest(ex.s)
+		}
 	}
 	if resp.Status < 200 {
 		ex.failBeforeHead(fmt.Errorf("relay sent status %d without an upgrade: %w", resp.Status, proto.ErrProtocol))
@@ -233,7 +235,11 @@ func (ex *exchange) sendRequest(head *proto.RequestHead) error {
 	case ex.upgrade != "":
 		return ex.pw.WriteRequestHead(head)
 	case r.ContentLength == 0:
-		return ex.pw.WriteRequestHeadAndEnd(head)
+		if err := ex.pw.WriteRequestHeadAndEnd(head); err != nil {
+			return err
+		}
+		finishRequest(ex.s)
+		return nil
 	}
 	if err := ex.pw.WriteRequestHead(head); err != nil {
 		return err

@@ -485,9 +485,12 @@ func TestClientCancel(t *testing.T) {
 				r.body()
 				sendSSEHead(t, r)
 				io.WriteString(r.w, "data: 1\n\n")
-				// Like the relay: keep reading after END; anything but a
-				// clean EOF cancels the upstream.
-				_, err := r.s.Read(make([]byte, 1))
+				// Like the relay: the request ended with END and the
+				// stream's FIN, so the edge's abort shows as the end of
+				// the relay's send side (QUIC's STOP_SENDING), at once,
+				// and as the reset its next write fails with.
+				<-r.s.Context().Done()
+				_, err := io.WriteString(r.w, "data: 2\n\n")
 				relayErr <- err
 			})
 			ctx, cancel := context.WithCancel(t.Context())
@@ -587,5 +590,40 @@ func TestNoContentTypeAdded(t *testing.T) {
 		if ct, ok := resp.Header["Content-Type"]; ok {
 			t.Errorf("%s: Content-Type = %q, want none", name, ct)
 		}
+	}
+}
+
+// The request direction ends with END and then the stream's FIN at once,
+// with or without a body, so that the relay reads the end of the stream
+// with the END and need not stop the edge's direction when it closes the
+// stream (issue 9: a STOP_SENDING per exchange before).
+func TestRequestEndsWithFIN(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		body io.Reader
+	}{
+		{"no body", nil},
+		{"body", strings.NewReader(`{"model":"m"}`)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			afterEnd := make(chan error, 1)
+			e := newTestEdge(t, nil, func(t *testing.T, r *fakeRelay) {
+				r.head(t)
+				r.body()
+				_, err := r.s.Read(make([]byte, 1))
+				afterEnd <- err
+				r.respond(t, 200, nil, "ok")
+			})
+			method := "GET"
+			if tt.body != nil {
+				method = "POST"
+			}
+			if resp, _ := e.do(t, method, "/v1/models", tt.body, nil); resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			if err := <-afterEnd; err != io.EOF {
+				t.Errorf("relay read after END: %v, want io.EOF (the FIN)", err)
+			}
+		})
 	}
 }

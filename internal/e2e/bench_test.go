@@ -89,8 +89,9 @@ func BenchmarkSmallRequest(b *testing.B) {
 // maxAddedAllocs bounds what the edge and the relay together allocate for
 // one small request, over what the client and the upstream allocate for it
 // directly: about twice the figures measured when it was written (QUIC
-// 290, TCP 282; 325 and 319 with -race), so that a regression shows in CI
-// without timing anything (issue 9). Lower it as the path gets leaner.
+// 290, TCP 282; 325 and 319 with -race; now 252 and 245), so that a
+// regression shows in CI without timing anything (issue 9). Lower it as the
+// path gets leaner.
 const maxAddedAllocs = 640
 
 // TestSmallRequestAllocations counts the allocations of one small request
