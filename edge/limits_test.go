@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -300,53 +301,67 @@ func streamForever(stop <-chan struct{}, done chan<- error) relayFunc {
 }
 
 // Issue 8, item 1: a client that accepts no bytes for client_send_timeout
-// has its exchange aborted (the relay sees the reset, so the upstream call
-// is cancelled); a slow client that keeps reading is not cut.
+// has its exchange aborted, and the relay sees the reset, so the upstream
+// call is cancelled.
 func TestClientSendTimeout(t *testing.T) {
 	const timeout = 300 * time.Millisecond
+	relayErr := make(chan error, 1)
+	e, _ := newLimitedEdge(t, 10, timeout, streamForever(nil, relayErr))
+	rawRequest(t, e.URL, "GET /v1/download HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+aliceKey+"\r\n\r\n")
+	select {
+	case err := <-relayErr:
+		if !isReset(err, proto.CodeCancel) {
+			t.Errorf("relay write failed with %v, want a reset", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatalf("a stalled client was not cut after %v (client_send_timeout %v)", testTimeout, timeout)
+	}
+}
+
+// A write that makes progress gets a fresh timeout each time, however long
+// the whole write takes; a write that makes none fails after the timeout.
+// (Over TCP, progress is what the kernel reports; a pipe makes it exact.)
+func TestClientConnWriteProgress(t *testing.T) {
+	const timeout = 300 * time.Millisecond
 	tests := []struct {
-		name    string
-		reader  func(br *bufio.Reader, stop <-chan struct{})
-		wantCut bool
+		name     string
+		readEach time.Duration // the client takes one byte this often; 0: never
+		wantErr  bool
 	}{
-		{"stalled", func(*bufio.Reader, <-chan struct{}) {}, true},
-		{"slow", func(br *bufio.Reader, stop <-chan struct{}) {
-			buf := make([]byte, 64<<10)
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(20 * time.Millisecond):
-				}
-				if _, err := br.Read(buf); err != nil {
-					return
-				}
-			}
-		}, false},
+		{"slow but steady", timeout / 5, false},
+		{"stalled", 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			relayErr := make(chan error, 1)
-			stopRelay := make(chan struct{})
-			e, _ := newLimitedEdge(t, 10, timeout, streamForever(stopRelay, relayErr))
-			_, br := rawRequest(t, e.URL, "GET /v1/download HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+aliceKey+"\r\n\r\n")
-			stopReader := make(chan struct{})
-			defer close(stopReader)
-			go tt.reader(br, stopReader)
-			select {
-			case err := <-relayErr:
-				if !tt.wantCut {
-					t.Fatalf("a slow reader was cut: relay write failed with %v", err)
-				}
-				if !isReset(err, proto.CodeCancel) {
-					t.Errorf("relay write failed with %v, want a reset", err)
-				}
-			case <-time.After(10 * timeout):
-				if tt.wantCut {
-					t.Fatalf("a stalled client was not cut after %v (client_send_timeout %v)", 10*timeout, timeout)
-				}
-				close(stopRelay)
-				<-relayErr
+			server, client := net.Pipe()
+			defer client.Close()
+			cc := &clientConn{Conn: server, l: &clientListener{sendTimeout: timeout}}
+			cc.l.open.Add(1)
+			defer cc.Close()
+			if tt.readEach > 0 {
+				go func() {
+					b := make([]byte, 1)
+					for {
+						time.Sleep(tt.readEach)
+						if _, err := client.Read(b); err != nil {
+							return
+						}
+					}
+				}()
+			}
+			// Twelve bytes at one per 60 ms take about 0.7 s, more than
+			// twice the timeout.
+			start := time.Now()
+			n, err := cc.Write([]byte("twelve bytes"))
+			took := time.Since(start)
+			if gotErr := err != nil; gotErr != tt.wantErr {
+				t.Fatalf("Write: %d bytes, %v after %v; want an error: %v", n, err, took, tt.wantErr)
+			}
+			if tt.wantErr && !errors.Is(err, errSendTimeout) {
+				t.Errorf("Write error %v, want it to wrap errSendTimeout", err)
+			}
+			if !tt.wantErr && took < timeout {
+				t.Errorf("the write took %v, less than the timeout %v: the test proves nothing", took, timeout)
 			}
 		})
 	}

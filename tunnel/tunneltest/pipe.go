@@ -71,11 +71,13 @@ func (e *end) CloseWrite() error {
 func (e *end) Abort(code proto.ResetCode) {
 	e.once.Do(func() {
 		e.aborted.Store(true)
-		e.cancel()
-		e.peer.cancel() // as QUIC's STOP_SENDING ends the peer's send side
 		rst := &proto.ResetError{Code: code}
 		e.w.CloseWithError(rst)
 		e.r.CloseWithError(rst)
+		// The contexts end last, so that whoever wakes on them finds
+		// the stream already reset, as with QUIC's STOP_SENDING.
+		e.cancel()
+		e.peer.cancel()
 	})
 }
 
