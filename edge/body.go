@@ -72,16 +72,11 @@ type clientBody struct {
 	timeout time.Duration
 	eof     *atomic.Bool // set at the body's io.EOF
 	stopped *atomic.Bool // set by stopBody: a deadline error is its doing
-	armedAt time.Time    // when the read deadline was last pushed out
+	wait    renewal      // the read deadline
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
-	// Pushing the deadline out only every sixteenth of the timeout spares a
-	// timer update per read.
-	if now := time.Now(); now.Sub(b.armedAt) > b.timeout/16 {
-		b.armedAt = now
-		b.rc.SetReadDeadline(now.Add(b.timeout))
-	}
+	b.wait.push(b.timeout, b.rc.SetReadDeadline)
 	n, err := b.r.Read(p)
 	switch {
 	case err == io.EOF:

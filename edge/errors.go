@@ -22,6 +22,7 @@ const (
 	codeUpstreamTimeout    = "upstream_timeout"
 	codeRequestTimeout     = "request_timeout"
 	codeTooManyRequests    = "rate_limit_exceeded"
+	codeTooManyConnections = "too_many_connections"
 )
 
 const (

@@ -40,7 +40,7 @@ type handler struct {
 	// upgrades tracks hijacked connections so that shutdown can close them.
 	upgrades upgradeTracker
 	// sendTimeout is client_send_timeout, for HTTP/2 streams (see
-	// exchange.armSendDeadline).
+	// exchange.copyResponse; HTTP/1 connections have it in clientConn).
 	sendTimeout time.Duration
 	metrics     *edgeMetrics
 }

@@ -10,6 +10,8 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/airlock-proxy/airlock/internal/apierror"
 )
 
 // clientListener is the edge's client-facing listener. It caps the open
@@ -28,7 +30,7 @@ type clientListener struct {
 // refusedAnswer is what a connection over the cap gets before it is closed:
 // an HTTP/1.1 503 with OpenAI's error JSON, so that an SDK retries later.
 var refusedAnswer = func() []byte {
-	body := `{"error":{"message":"airlock edge: too many open client connections; retry shortly","type":"server_error","param":null,"code":"too_many_connections"}}`
+	body := apierror.Body(apierror.TypeServer, codeTooManyConnections, "", "airlock edge: too many open client connections; retry shortly")
 	return fmt.Appendf(nil, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"+
 		"Content-Length: %d\r\nRetry-After: %d\r\nConnection: close\r\n\r\n%s", len(body), retryAfterSeconds, body)
 }()
@@ -70,12 +72,8 @@ type clientConn struct {
 	net.Conn
 	l *clientListener
 
-	// armedAt is when the write deadline was last pushed out, in
-	// monotonic nanoseconds since connEpoch, 0 before the first write;
-	// writes push it out again only when it is older than a sixteenth of
-	// the timeout, which spares a timer update on every write.
-	armedAt atomic.Int64
-	closed  atomic.Bool
+	send   renewal // the write deadline
+	closed atomic.Bool
 
 	// The request-head watch (see Read). scanning and rearm are set by
 	// the handler's goroutine; head is only touched by Read, which net/http
@@ -125,9 +123,6 @@ func clientConnOf(r *http.Request) *clientConn {
 	return cc
 }
 
-// connEpoch is the origin of clientConn.armedAt's monotonic clock.
-var connEpoch = time.Now()
-
 // errSendTimeout is wrapped by the write error of a client that accepted no
 // bytes for the send timeout.
 var errSendTimeout = errors.New("the client accepted no bytes of its response")
@@ -137,11 +132,7 @@ func (c *clientConn) Write(p []byte) (int, error) {
 	timeout := c.l.sendTimeout
 	sent := 0
 	for {
-		now := time.Since(connEpoch) + 1 // never 0
-		if a := c.armedAt.Load(); a == 0 || now-time.Duration(a) > timeout/16 {
-			c.armedAt.Store(int64(now))
-			c.Conn.SetWriteDeadline(connEpoch.Add(now + timeout))
-		}
+		c.send.push(timeout, c.Conn.SetWriteDeadline)
 		n, err := c.Conn.Write(p[sent:])
 		sent += n
 		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -152,9 +143,36 @@ func (c *clientConn) Write(p []byte) (int, error) {
 		}
 		// The client took some bytes before the deadline: it is slow,
 		// not stalled. Give it a full timeout for the rest.
-		c.armedAt.Store(0)
+		c.send.expire()
 	}
 }
+
+// renewal pushes a per-wait deadline (client_send_timeout,
+// client_body_timeout) out lazily: only when it was last pushed out more than
+// a sixteenth of the timeout ago, which spares a timer update on every read
+// or write, at the price of a timeout that may end up to a sixteenth short.
+// Its zero value has never pushed; it is safe for concurrent use.
+type renewal struct {
+	// at is when the deadline was last pushed out, in monotonic
+	// nanoseconds since renewalEpoch; 0: never, or expired.
+	at atomic.Int64
+}
+
+// renewalEpoch is the origin of renewal's monotonic clock.
+var renewalEpoch = time.Now()
+
+// push sets the deadline to now + timeout with set, unless it was pushed
+// out recently enough.
+func (r *renewal) push(timeout time.Duration, set func(time.Time) error) {
+	now := time.Since(renewalEpoch) + 1 // never 0
+	if at := r.at.Load(); at == 0 || now-time.Duration(at) > timeout/16 {
+		r.at.Store(int64(now))
+		set(renewalEpoch.Add(now + timeout))
+	}
+}
+
+// expire makes the next push set the deadline whatever its age.
+func (r *renewal) expire() { r.at.Store(0) }
 
 // headScanner watches the bytes of one HTTP/1 request head go by, however
 // they are split across reads, for the fields Content-Length and

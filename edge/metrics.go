@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -81,6 +82,9 @@ type edgeMetrics struct {
 	// upstreams are the upstream label values whose request series
 	// exist, pre-created by addUpstreams.
 	upstreams map[string]bool
+	// lastPeer is the session whose upstreams were added last: a request
+	// over it has nothing to add, without a lock or a map lookup.
+	lastPeer atomic.Pointer[tunnel.Peer]
 }
 
 func newEdgeMetrics(reg prometheus.Registerer) *edgeMetrics {
@@ -209,8 +213,9 @@ func (m *edgeMetrics) addUpstreams(names []string) {
 // observe records one finished exchange.
 func (m *edgeMetrics) observe(ex *exchange) {
 	route := ex.route
-	if ex.peer != nil {
+	if ex.peer != nil && m.lastPeer.Load() != ex.peer {
 		m.addUpstreams(ex.peer.Upstreams)
+		m.lastPeer.Store(ex.peer)
 	}
 	m.requests.WithLabelValues(route, ex.upstreamLabel(), codeLabel(ex)).Inc()
 	m.duration.WithLabelValues(route).Observe(ex.duration.Seconds())

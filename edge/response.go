@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"time"
 
 	"github.com/airlock-proxy/airlock/internal/hopheader"
 	"github.com/airlock-proxy/airlock/internal/usage"
@@ -71,13 +70,19 @@ func (ex *exchange) flushUnlessMoreIsHere() error {
 func (ex *exchange) copyResponse() {
 	cb := proto.NewCopyBuffer()
 	defer cb.Release()
-	var armedAt time.Time
+	var send renewal // HTTP/2's write deadline
 	for {
 		buf := cb.Bytes()
 		n, rerr := ex.pr.Read(buf)
 		if n > 0 {
 			if ex.r.ProtoMajor == 2 {
-				armedAt = ex.armSendDeadline(armedAt)
+				// An HTTP/1 connection has this bound in clientConn,
+				// which counts every byte of progress; an HTTP/2
+				// stream can stall on its own flow-control window
+				// while its connection flows, so it gets the stream's
+				// write deadline: a write may take at most
+				// client_send_timeout.
+				send.push(ex.h.sendTimeout, ex.rc.SetWriteDeadline)
 			}
 			nw, werr := ex.w.Write(buf[:n])
 			ex.bytesOut += int64(nw)
@@ -111,19 +116,3 @@ func (ex *exchange) copyResponse() {
 // errClientWrite is wrapped by the error of an exchange whose client could
 // not take its response: gone, reset, or stalled past client_send_timeout.
 var errClientWrite = errors.New("writing the response to the client")
-
-// armSendDeadline bounds the next write of an HTTP/2 response by
-// client_send_timeout, unless the deadline armed at armedAt is recent
-// enough, and returns when it was armed. An HTTP/1 connection has that bound
-// in clientConn, which counts every byte of progress; an HTTP/2 stream can
-// stall on its own flow-control window while its connection flows, so it
-// gets the stream's write deadline: a write may take at most the timeout,
-// which a client granting even a few hundred bytes a second meets.
-func (ex *exchange) armSendDeadline(armedAt time.Time) time.Time {
-	timeout := ex.h.sendTimeout
-	if now := time.Now(); now.Sub(armedAt) > timeout/16 {
-		ex.rc.SetWriteDeadline(now.Add(timeout))
-		return now
-	}
-	return armedAt
-}

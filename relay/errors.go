@@ -75,25 +75,14 @@ func errMethodNotAllowed(method string) *apiError {
 	}
 }
 
-// errUnknownUpstream answers an upstream name the relay does not know, and
-// errForbiddenUpstream one it knows but the edge may not use. Both give the
-// client exactly the same answer (issue 8, section 5): if they differed, in
-// status, type, code or message, a client could list the relay's upstream
-// names by trying them. The message therefore names neither the upstream
-// (the client knows what it asked for) nor the edge; only the log result
-// tells the two apart, for the operator.
-func errUnknownUpstream(name string) *apiError {
-	return errUpstreamNotAllowed("unknown_upstream")
-}
-
-// errForbiddenUpstream: see errUnknownUpstream. The relay's log line
-// already names the edge and the upstream.
-func errForbiddenUpstream(name, edge string) *apiError {
-	return errUpstreamNotAllowed("forbidden_upstream")
-}
-
 // errUpstreamNotAllowed is the one answer to an upstream name the edge may
-// not use, whether or not the relay knows it; result is for the log line.
+// not use, whether the relay does not know it (result "unknown_upstream")
+// or knows it but the edge may not use it ("forbidden_upstream"). The two
+// must give the client exactly the same answer (issue 8, section 5): if
+// they differed, in status, type, code or message, a client could list the
+// relay's upstream names by trying them. The message therefore names
+// neither the upstream (the client knows what it asked for) nor the edge;
+// only result, in the log line, tells the two apart for the operator.
 func errUpstreamNotAllowed(result string) *apiError {
 	return &apiError{
 		status:  http.StatusForbidden,

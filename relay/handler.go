@@ -293,11 +293,11 @@ func (ex *exchange) serve(ctx context.Context) {
 	ex.upstream = name
 	up, ok := ex.p.upstreams[name]
 	if !ok {
-		ex.fail(errUnknownUpstream(name))
+		ex.fail(errUpstreamNotAllowed("unknown_upstream"))
 		return
 	}
 	if !slices.Contains(edge.upstreams, name) {
-		ex.fail(errForbiddenUpstream(name, edge.name))
+		ex.fail(errUpstreamNotAllowed("forbidden_upstream"))
 		return
 	}
 	switch head.Method {

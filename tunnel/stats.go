@@ -77,14 +77,25 @@ type failureCounters [numFailureReasons]atomic.Uint64
 
 func (f *failureCounters) add(err error) { f[failureReason(err)].Add(1) }
 
-// snapshot returns the counts by reason name.
-func (f *failureCounters) snapshot() map[string]uint64 {
-	m := make(map[string]uint64, len(FailureReasons))
-	for i, r := range FailureReasons {
-		m[r] = f[i].Load()
+// snapshot returns the counts of reasons, as indexes of FailureReasons, by
+// reason name.
+func (f *failureCounters) snapshot(reasons []int) map[string]uint64 {
+	m := make(map[string]uint64, len(reasons))
+	for _, i := range reasons {
+		m[FailureReasons[i]] = f[i].Load()
 	}
 	return m
 }
+
+// clientFailureReasons are the reasons an edge counts failures by: all of
+// them (a relay counts some: serverFailureReasons).
+var clientFailureReasons = func() []int {
+	r := make([]int, numFailureReasons)
+	for i := range r {
+		r[i] = i
+	}
+	return r
+}()
 
 // ClientStats describe one connection of an edge to a relay, for metrics.
 // Counters are cumulative over the Client's life.
@@ -131,7 +142,7 @@ func (c *Client) Stats() ClientStats {
 		RTT:           c.RTT(),
 		Streams:       streams,
 		Connects:      c.counts.connects.Load(),
-		Failures:      c.counts.failures.snapshot(),
+		Failures:      c.counts.failures.snapshot(clientFailureReasons),
 		Fallbacks:     c.counts.fallbacks.Load(),
 		GoAways:       c.counts.goAways.Load(),
 		StreamsOpened: c.counts.streamsOpened.Load(),
@@ -147,16 +158,6 @@ func (p *Pool) Stats() []ClientStats {
 		out[i] = c.Stats()
 	}
 	return out
-}
-
-// snapshotOf returns the counts of reasons, as indexes of FailureReasons,
-// by reason name.
-func (f *failureCounters) snapshotOf(reasons []int) map[string]uint64 {
-	m := make(map[string]uint64, len(reasons))
-	for _, i := range reasons {
-		m[FailureReasons[i]] = f[i].Load()
-	}
-	return m
 }
 
 // ServerStats describe a relay's tunnel listener, for metrics. Counters are
@@ -214,7 +215,7 @@ func (s *Server) Stats() ServerStats {
 		Streams:         s.inflight.count(),
 		StreamsAccepted: s.counts.accepted.Load(),
 		StreamsRefused:  s.counts.refused.Load(),
-		Failures:        s.counts.failures.snapshotOf(serverFailureReasons),
+		Failures:        s.counts.failures.snapshot(serverFailureReasons),
 		BytesSent:       s.counts.io.sent.Load(),
 		BytesReceived:   s.counts.io.received.Load(),
 	}
