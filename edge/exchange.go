@@ -16,11 +16,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/airlock-proxy/airlock/edge/usage"
 	"github.com/airlock-proxy/airlock/internal/apierror"
-
 	"github.com/airlock-proxy/airlock/internal/hopheader"
-	"github.com/airlock-proxy/airlock/internal/usage"
-
 	"github.com/airlock-proxy/airlock/proto"
 	"github.com/airlock-proxy/airlock/tunnel"
 )

@@ -15,7 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/airlock-proxy/airlock/internal/testlog"
+	"github.com/airlock-proxy/airlock/internal/testkit/testlog"
 
 	"github.com/airlock-proxy/airlock/proto"
 	"github.com/airlock-proxy/airlock/tunnel"

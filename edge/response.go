@@ -9,8 +9,8 @@ import (
 	"io"
 	"strconv"
 
+	"github.com/airlock-proxy/airlock/edge/usage"
 	"github.com/airlock-proxy/airlock/internal/hopheader"
-	"github.com/airlock-proxy/airlock/internal/usage"
 
 	"github.com/airlock-proxy/airlock/proto"
 )

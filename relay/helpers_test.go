@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/airlock-proxy/airlock/internal/testlog"
+	"github.com/airlock-proxy/airlock/internal/testkit/testlog"
 
 	"github.com/airlock-proxy/airlock/proto"
 	"github.com/airlock-proxy/airlock/tunnel"

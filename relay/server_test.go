@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/airlock-proxy/airlock/internal/testlog"
+	"github.com/airlock-proxy/airlock/internal/testkit/testlog"
 
 	"github.com/airlock-proxy/airlock/internal/metrics/metricstest"
 	"github.com/airlock-proxy/airlock/proto"

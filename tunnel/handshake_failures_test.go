@@ -18,7 +18,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
-	"github.com/airlock-proxy/airlock/internal/testlog"
+	"github.com/airlock-proxy/airlock/internal/testkit/testlog"
 	"github.com/airlock-proxy/airlock/proto"
 )
 

@@ -12,7 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/airlock-proxy/airlock/internal/config"
-	"github.com/airlock-proxy/airlock/internal/faultproxy"
+	"github.com/airlock-proxy/airlock/internal/testkit/faultproxy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

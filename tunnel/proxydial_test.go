@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/airlock-proxy/airlock/internal/connectproxy"
+	"github.com/airlock-proxy/airlock/internal/testkit/connectproxy"
 )
 
 // proxyIOTimeout bounds dials and reads in the proxy tests, so that a broken

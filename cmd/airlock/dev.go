@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/airlock-proxy/airlock/internal/devstack"
+	"github.com/airlock-proxy/airlock/internal/testkit/devstack"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
 

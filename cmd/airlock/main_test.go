@@ -20,7 +20,7 @@ import (
 
 	"github.com/airlock-proxy/airlock/edge"
 	"github.com/airlock-proxy/airlock/internal/config"
-	"github.com/airlock-proxy/airlock/internal/testlog"
+	"github.com/airlock-proxy/airlock/internal/testkit/testlog"
 	"github.com/airlock-proxy/airlock/relay"
 	"github.com/airlock-proxy/airlock/tunnel"
 )

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/airlock-proxy/airlock/internal/testupstream"
+	"github.com/airlock-proxy/airlock/internal/testkit/testupstream"
 )
 
 func runTestUpstream(args []string, stdout, stderr io.Writer) error {

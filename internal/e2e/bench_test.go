@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/airlock-proxy/airlock/internal/devstack"
-	"github.com/airlock-proxy/airlock/internal/testupstream"
+	"github.com/airlock-proxy/airlock/internal/testkit/devstack"
+	"github.com/airlock-proxy/airlock/internal/testkit/testupstream"
 )
 
 // smallRequester sends one small request (GET /models) to a base URL with a

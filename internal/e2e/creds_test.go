@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/airlock-proxy/airlock/edge"
-	"github.com/airlock-proxy/airlock/internal/testupstream"
+	"github.com/airlock-proxy/airlock/internal/testkit/testupstream"
 	"github.com/airlock-proxy/airlock/relay"
 )
 

@@ -19,8 +19,8 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"go.uber.org/goleak"
 
-	"github.com/airlock-proxy/airlock/internal/devstack"
-	"github.com/airlock-proxy/airlock/internal/testupstream"
+	"github.com/airlock-proxy/airlock/internal/testkit/devstack"
+	"github.com/airlock-proxy/airlock/internal/testkit/testupstream"
 )
 
 func TestMain(m *testing.M) {

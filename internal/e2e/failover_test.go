@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/airlock-proxy/airlock/internal/config"
-	"github.com/airlock-proxy/airlock/internal/devstack"
-	"github.com/airlock-proxy/airlock/internal/testlog"
+	"github.com/airlock-proxy/airlock/internal/testkit/devstack"
+	"github.com/airlock-proxy/airlock/internal/testkit/testlog"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
 

@@ -28,11 +28,11 @@ import (
 	"github.com/openai/openai-go/v3/packages/ssestream"
 
 	"github.com/airlock-proxy/airlock/internal/config"
-	"github.com/airlock-proxy/airlock/internal/connectproxy"
-	"github.com/airlock-proxy/airlock/internal/devstack"
-	"github.com/airlock-proxy/airlock/internal/faultproxy"
-	"github.com/airlock-proxy/airlock/internal/testlog"
-	"github.com/airlock-proxy/airlock/internal/testupstream"
+	"github.com/airlock-proxy/airlock/internal/testkit/connectproxy"
+	"github.com/airlock-proxy/airlock/internal/testkit/devstack"
+	"github.com/airlock-proxy/airlock/internal/testkit/faultproxy"
+	"github.com/airlock-proxy/airlock/internal/testkit/testlog"
+	"github.com/airlock-proxy/airlock/internal/testkit/testupstream"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
 

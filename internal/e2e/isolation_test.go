@@ -20,9 +20,9 @@ import (
 	"time"
 
 	"github.com/airlock-proxy/airlock/edge"
-	"github.com/airlock-proxy/airlock/internal/devstack"
-	"github.com/airlock-proxy/airlock/internal/testlog"
-	"github.com/airlock-proxy/airlock/internal/testupstream"
+	"github.com/airlock-proxy/airlock/internal/testkit/devstack"
+	"github.com/airlock-proxy/airlock/internal/testkit/testlog"
+	"github.com/airlock-proxy/airlock/internal/testkit/testupstream"
 )
 
 // Issue 8, item 1: a client that stops reading its answer must only ever

@@ -9,8 +9,8 @@ import (
 
 	"github.com/openai/openai-go/v3"
 
-	"github.com/airlock-proxy/airlock/internal/devstack"
-	"github.com/airlock-proxy/airlock/internal/testlog"
+	"github.com/airlock-proxy/airlock/internal/testkit/devstack"
+	"github.com/airlock-proxy/airlock/internal/testkit/testlog"
 )
 
 // TestLogsCarryNoKeysOrBodies: with every component logging at debug level,

@@ -26,8 +26,8 @@ import (
 
 	"github.com/openai/openai-go/v3"
 
-	"github.com/airlock-proxy/airlock/internal/devstack"
-	"github.com/airlock-proxy/airlock/internal/testupstream"
+	"github.com/airlock-proxy/airlock/internal/testkit/devstack"
+	"github.com/airlock-proxy/airlock/internal/testkit/testupstream"
 )
 
 const (

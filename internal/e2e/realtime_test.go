@@ -10,7 +10,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/airlock-proxy/airlock/internal/testupstream"
+	"github.com/airlock-proxy/airlock/internal/testkit/testupstream"
 )
 
 // TestRealtimeWebSocket: a WebSocket (the Realtime API's transport) goes

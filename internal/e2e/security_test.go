@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/airlock-proxy/airlock/internal/testupstream"
+	"github.com/airlock-proxy/airlock/internal/testkit/testupstream"
 )
 
 // TestPathCannotEscapeTheUpstream sends raw request lines that try to leave

@@ -8,8 +8,8 @@ import (
 
 	"github.com/openai/openai-go/v3"
 
-	"github.com/airlock-proxy/airlock/internal/devstack"
 	"github.com/airlock-proxy/airlock/internal/metrics/metricstest"
+	"github.com/airlock-proxy/airlock/internal/testkit/devstack"
 )
 
 // TestUsageTokensCounted: the tokens the upstream reports, in a JSON answer

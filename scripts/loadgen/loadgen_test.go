@@ -188,7 +188,7 @@ func direct(x row) *cell { return x.Direct }
 func nginx(x row) *cell  { return x.Nginx }
 
 // fakeUpstream serves the test upstream endpoints the scenarios call, in
-// the shapes internal/testupstream answers them.
+// the shapes internal/testkit/testupstream answers them.
 func fakeUpstream(t *testing.T, key string) target {
 	t.Helper()
 	mux := http.NewServeMux()

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/airlock-proxy/airlock/edge"
-	"github.com/airlock-proxy/airlock/internal/testupstream"
+	"github.com/airlock-proxy/airlock/internal/testkit/testupstream"
 	"github.com/airlock-proxy/airlock/relay"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
