@@ -79,17 +79,21 @@ func (ex *exchange) upstreamLabel() string {
 }
 
 // logLine writes the access log line, unless the log level is above info.
-// It never logs bodies, keys or the Authorization header.
+// It never logs bodies, keys or the Authorization header. The record goes
+// to the handler directly: through Logger.LogAttrs it would also capture
+// the caller's PC (runtime.Callers), which nobody reads, on every request.
 func (ex *exchange) logLine() {
 	ctx := context.Background()
-	if !ex.h.logger.Enabled(ctx, slog.LevelInfo) {
+	lh := ex.h.logger.Handler()
+	if !lh.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
 	var relay, transport string
 	if ex.peer != nil {
 		relay, transport = ex.peer.Name, ex.peer.Transport
 	}
-	attrs := []slog.Attr{
+	rec := slog.NewRecord(time.Now(), slog.LevelInfo, "request", 0)
+	rec.AddAttrs(
 		slog.String("request_id", ex.id),
 		slog.String("client", ex.clientLabel()),
 		slog.String("method", ex.r.Method),
@@ -104,19 +108,21 @@ func (ex *exchange) logLine() {
 		slog.String("end", ex.endReason),
 		slog.String("relay", relay),
 		slog.String("transport", transport),
-	}
+	)
 	if ex.upstreamRequestID != "" {
-		attrs = append(attrs, slog.String("upstream_request_id", ex.upstreamRequestID))
+		rec.AddAttrs(slog.String("upstream_request_id", ex.upstreamRequestID))
 	}
 	if ex.retries > 0 {
-		attrs = append(attrs, slog.Int("retries", ex.retries))
+		rec.AddAttrs(slog.Int("retries", ex.retries))
 	}
 	if ex.tokens {
-		attrs = append(attrs, slog.String("model", ex.used.Model),
+		rec.AddAttrs(slog.String("model", ex.used.Model),
 			slog.Int64("prompt_tokens", ex.used.PromptTokens), slog.Int64("completion_tokens", ex.used.CompletionTokens))
 	}
 	if ex.err != nil && !errors.Is(ex.err, context.Canceled) {
-		attrs = append(attrs, slog.String("error", ex.err.Error()))
+		rec.AddAttrs(slog.String("error", ex.err.Error()))
 	}
-	ex.h.logger.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
+	// A handler's failure to write is its own to report; the exchange is
+	// over either way.
+	_ = lh.Handle(ctx, rec)
 }

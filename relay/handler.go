@@ -340,24 +340,26 @@ func (ex *exchange) serve(ctx context.Context) {
 	default:
 		body = &requestBody{ex: ex}
 	}
-	req, err := http.NewRequestWithContext(upCtx, head.Method, target.String(), body)
+	// The trace tells whether the upstream may have seen the request at
+	// all. The request gets target itself as its URL: its string form
+	// parsed again would cost a URL per request.
+	reqCtx := httptrace.WithClientTrace(upCtx, &httptrace.ClientTrace{
+		WroteHeaders: func() { ex.wroteHeaders.Store(true) },
+	})
+	req, err := http.NewRequestWithContext(reqCtx, head.Method, "", body)
 	if err != nil {
 		ex.fail(errBadPath(errors.New("cannot build the upstream request")))
 		return
 	}
+	req.URL, req.Host = target, target.Host
 	if body != http.NoBody {
 		req.ContentLength = head.ContentLength
 	}
 	ex.key = up.pickKey(time.Now())
 	req.Header = requestHeader(head.Header, up, ex.key, ex.h.fwdAddr, upgrade)
 	req.Close = false
-
 	// The transport itself, not an http.Client: a proxy passes redirects
-	// on to its client instead of following them. The trace tells whether
-	// the upstream may have seen the request at all.
-	req = req.WithContext(httptrace.WithClientTrace(upCtx, &httptrace.ClientTrace{
-		WroteHeaders: func() { ex.wroteHeaders.Store(true) },
-	}))
+	// on to its client instead of following them.
 	upStart := time.Now()
 	ex.called = true
 	resp, err := up.transport.RoundTrip(req)
