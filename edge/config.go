@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -78,8 +79,92 @@ type RelayConfig struct {
 	Key string `toml:"key"`
 }
 
-// Config is the edge's configuration, decoded from TOML. Call SetDefaults and
-// then Validate before use.
+// TunnelConfig is the `[tunnel]` table: the TOML form of [tunnel.Config],
+// whose field docs say what each setting does. A zero field means its
+// default; negative is invalid.
+type TunnelConfig struct {
+	// HandshakeTimeout bounds one connection attempt, handshakes, HELLO
+	// and WELCOME included. Default: 10s.
+	HandshakeTimeout config.Duration `toml:"handshake_timeout"`
+	// PingInterval is how often the edge sends a PING. Default: 5s.
+	PingInterval config.Duration `toml:"ping_interval"`
+	// PingTimeout is how long a PING may wait for its PONG while nothing
+	// else is heard from the relay either. Default: 5s.
+	PingTimeout config.Duration `toml:"ping_timeout"`
+	// ReconnectMin is the shortest wait before a redial. Default: 250ms.
+	ReconnectMin config.Duration `toml:"reconnect_min"`
+	// ReconnectMax caps the wait between two connection attempts; at
+	// least ReconnectMin. Default: 30s.
+	ReconnectMax config.Duration `toml:"reconnect_max"`
+	// FallbackTimeout is how long transport "auto" waits for QUIC before
+	// it tries TCP. Default: 3s.
+	FallbackTimeout config.Duration `toml:"fallback_timeout"`
+	// Connections is how many sessions the edge keeps to each relay.
+	// Default: 2.
+	Connections int `toml:"connections"`
+	// QUICProbeInterval is how often an "auto" tunnel on TCP tries QUIC
+	// again. Default: 30s.
+	QUICProbeInterval config.Duration `toml:"quic_probe_interval"`
+}
+
+// NewTunnelConfig returns c as a `[tunnel]` table, for a program that
+// builds an edge Config in Go.
+func NewTunnelConfig(c tunnel.Config) TunnelConfig {
+	d := func(v time.Duration) config.Duration { return config.Duration{Duration: v} }
+	return TunnelConfig{
+		HandshakeTimeout:  d(c.HandshakeTimeout),
+		PingInterval:      d(c.PingInterval),
+		PingTimeout:       d(c.PingTimeout),
+		ReconnectMin:      d(c.ReconnectMin),
+		ReconnectMax:      d(c.ReconnectMax),
+		FallbackTimeout:   d(c.FallbackTimeout),
+		Connections:       c.Connections,
+		QUICProbeInterval: d(c.QUICProbeInterval),
+	}
+}
+
+// Options returns the table as the tunnel package's Config.
+func (t *TunnelConfig) Options() tunnel.Config {
+	return tunnel.Config{
+		HandshakeTimeout:  t.HandshakeTimeout.Duration,
+		PingInterval:      t.PingInterval.Duration,
+		PingTimeout:       t.PingTimeout.Duration,
+		ReconnectMin:      t.ReconnectMin.Duration,
+		ReconnectMax:      t.ReconnectMax.Duration,
+		FallbackTimeout:   t.FallbackTimeout.Duration,
+		Connections:       t.Connections,
+		QUICProbeInterval: t.QUICProbeInterval.Duration,
+	}
+}
+
+// SetDefaults fills every zero field with the tunnel package's default.
+func (t *TunnelConfig) SetDefaults() {
+	c := t.Options()
+	c.SetDefaults()
+	*t = NewTunnelConfig(c)
+}
+
+// Validate reports the first field out of range, named by its key
+// ("tunnel.ping_interval"). Call SetDefaults first: a zero duration is an
+// error.
+func (t *TunnelConfig) Validate() error {
+	c := t.Options()
+	return c.ValidateNamed(tunnelKey)
+}
+
+// tunnelKey names a tunnel.Config field by its key in the `[tunnel]` table:
+// the TOML tag of the TunnelConfig field of the same name.
+func tunnelKey(field string) string {
+	f, ok := reflect.TypeFor[TunnelConfig]().FieldByName(field)
+	if !ok {
+		return "tunnel." + field // a field the table does not set
+	}
+	return "tunnel." + f.Tag.Get("toml")
+}
+
+// Config is the edge's configuration, decoded from TOML. A zero field means
+// its default. NewServer fills in the defaults and validates a copy itself;
+// SetDefaults and then Validate check a Config without building a server.
 type Config struct {
 	// Name is the edge's name, sent to the relay in HELLO.
 	// Default: "edge".
@@ -159,8 +244,8 @@ type Config struct {
 	// sessions to each; each request goes to the healthiest session. At
 	// least one.
 	Relays []RelayConfig `toml:"relay"`
-	// Tunnel tunes the tunnel's timers.
-	Tunnel tunnel.Config `toml:"tunnel"`
+	// Tunnel tunes the tunnel's timers and sessions per relay.
+	Tunnel TunnelConfig `toml:"tunnel"`
 	// Log sets the log level and format; the -log-level and -log-format
 	// flags win over it.
 	Log config.Log `toml:"log"`
@@ -296,7 +381,6 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("relay[%d].key: %w", i, err)
 		}
 	}
-	// tunnel.Config names its keys "tunnel.<key>" itself.
 	return c.Tunnel.Validate()
 }
 
@@ -365,6 +449,22 @@ func (c *Config) Clone() *Config {
 	}
 	n.Relays = append([]RelayConfig(nil), c.Relays...)
 	return &n
+}
+
+// populated returns a copy of cfg with its defaults filled in, checked by
+// validate: Validate for a Server, validateAccess for a handler alone. It is
+// what the public constructors (and reloads) hand down; nothing below them
+// fills or validates the copy again. Errors start with what.
+func populated(cfg *Config, what string, validate func(*Config) error) (*Config, error) {
+	if cfg == nil {
+		return nil, fmt.Errorf("%s: nil config", what)
+	}
+	c := cfg.Clone()
+	c.SetDefaults()
+	if err := validate(c); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return c, nil
 }
 
 // checkName checks a name that travels in a proto head or HELLO: printable

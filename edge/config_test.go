@@ -3,9 +3,11 @@ package edge
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/airlock-proxy/airlock/internal/config"
 	"github.com/airlock-proxy/airlock/tunnel"
@@ -38,6 +40,8 @@ func TestConfigDefaults(t *testing.T) {
 		{"max_request_body_bytes", c.MaxRequestBodyBytes, int64(512 << 20)},
 		{"shutdown_grace", c.ShutdownGrace.Duration.String(), "30s"},
 		{"tunnel.ping_interval", c.Tunnel.PingInterval.Duration, tunnel.DefaultPingInterval},
+		{"tunnel.quic_probe_interval", c.Tunnel.QUICProbeInterval.Duration, tunnel.DefaultQUICProbe},
+		{"tunnel.connections", c.Tunnel.Connections, tunnel.DefaultConnections},
 	} {
 		if f.got != f.want {
 			t.Errorf("%s = %v, want %v", f.name, f.got, f.want)
@@ -101,7 +105,11 @@ func TestConfigValidate(t *testing.T) {
 		{name: "relay without key", mod: func(c *Config) { c.Relays[0].Key = "" }, wantErr: "relay[0].key: required"},
 		{name: "relay bad key", mod: func(c *Config) { c.Relays[0].Key = "sha256:nope" }, wantErr: "relay[0].key: key fingerprint"},
 		{name: "bad tunnel", mod: func(c *Config) { c.Tunnel.ReconnectMax = config.Duration{Duration: 1} },
-			wantErr: "tunnel.reconnect_max"},
+			wantErr: "tunnel.reconnect_max = 1ns: want at least tunnel.reconnect_min (250ms)"},
+		{name: "negative ping interval", mod: func(c *Config) { c.Tunnel.PingInterval = config.Duration{Duration: -time.Second} },
+			wantErr: "tunnel.ping_interval = -1s: want a positive duration"},
+		{name: "negative probe", mod: func(c *Config) { c.Tunnel.QUICProbeInterval = config.Duration{Duration: -time.Second} },
+			wantErr: "tunnel.quic_probe_interval = -1s: want a positive duration"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -153,6 +161,56 @@ ping_interval = "2s"
 	if c.Name != "office" || c.Clients[0].Upstreams[0] != "openai" || c.ShutdownGrace.Seconds() != 5 ||
 		c.Tunnel.PingInterval.Seconds() != 2 || c.MaxRequestBodyBytes != 1<<20 {
 		t.Errorf("decoded %+v", c)
+	}
+}
+
+// TestTunnelConfig: the [tunnel] table has a key for every field of
+// tunnel.Config, under the same Go name, so that every setting reaches the
+// tunnel and every error names its key; the two forms convert both ways.
+func TestTunnelConfig(t *testing.T) {
+	opts := reflect.TypeFor[tunnel.Config]()
+	for i := range opts.NumField() {
+		name := opts.Field(i).Name
+		f, ok := reflect.TypeFor[TunnelConfig]().FieldByName(name)
+		if !ok || f.Tag.Get("toml") == "" {
+			t.Errorf("tunnel.Config.%s has no [tunnel] key", name)
+		}
+	}
+	want := tunnel.Config{
+		HandshakeTimeout: 1, PingInterval: 2, PingTimeout: 3, ReconnectMin: 4,
+		ReconnectMax: 5, FallbackTimeout: 6, Connections: 7, QUICProbeInterval: 8,
+	}
+	table := NewTunnelConfig(want)
+	if got := table.Options(); got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+}
+
+// TestTunnelConfigDecode: every documented [tunnel] key decodes into the
+// tunnel's Config.
+func TestTunnelConfigDecode(t *testing.T) {
+	const doc = `
+[tunnel]
+handshake_timeout = "1s"
+ping_interval = "2s"
+ping_timeout = "3s"
+reconnect_min = "4s"
+reconnect_max = "5s"
+fallback_timeout = "6s"
+connections = 7
+quic_probe_interval = "8s"
+`
+	var c Config
+	if err := config.Decode("edge.toml", []byte(doc), &c); err != nil {
+		t.Fatal(err)
+	}
+	want := tunnel.Config{
+		HandshakeTimeout: time.Second, PingInterval: 2 * time.Second, PingTimeout: 3 * time.Second,
+		ReconnectMin: 4 * time.Second, ReconnectMax: 5 * time.Second, FallbackTimeout: 6 * time.Second,
+		Connections: 7, QUICProbeInterval: 8 * time.Second,
+	}
+	if got := c.Tunnel.Options(); got != want {
+		t.Errorf("got %+v, want %+v", got, want)
 	}
 }
 

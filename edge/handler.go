@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -55,14 +54,21 @@ type handler struct {
 // nil logger discards the access log. The request metrics are registered
 // with reg; nil keeps them unregistered.
 func NewHandler(cfg *Config, opener tunnel.Opener, logger *slog.Logger, reg prometheus.Registerer) (http.Handler, error) {
-	return newHandler(cfg, opener, logger, reg)
+	c, err := populated(cfg, "edge handler", (*Config).validateAccess)
+	if err != nil {
+		return nil, err
+	}
+	return newHandler(c, opener, logger, reg)
 }
 
-func newHandler(cfg *Config, opener tunnel.Opener, logger *slog.Logger, reg prometheus.Registerer) (*handler, error) {
+// newHandler builds the handler of c, whose defaults are filled in and
+// whose access settings are validated (by NewHandler, or by NewServer with
+// the rest).
+func newHandler(c *Config, opener tunnel.Opener, logger *slog.Logger, reg prometheus.Registerer) (*handler, error) {
 	if opener == nil {
 		return nil, errors.New("edge handler: nil opener")
 	}
-	a, err := newAccess(cfg, nil)
+	a, err := newAccess(c, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -72,8 +78,7 @@ func newHandler(cfg *Config, opener tunnel.Opener, logger *slog.Logger, reg prom
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	h := &handler{opener: opener, logger: logger, metrics: newEdgeMetrics(reg),
-		sendTimeout: cmp.Or(cfg.ClientSendTimeout.Duration, DefaultClientSendTimeout)}
+	h := &handler{opener: opener, logger: logger, metrics: newEdgeMetrics(reg), sendTimeout: c.ClientSendTimeout.Duration}
 	h.access.Store(a)
 	return h, nil
 }
@@ -96,18 +101,11 @@ type access struct {
 	counters counters
 }
 
-// newAccess builds the access settings of cfg (copied, with defaults),
-// validating them. prev is the access settings they replace (nil at
-// start): exchanges in flight under prev still count against the caps.
-func newAccess(cfg *Config, prev *access) (*access, error) {
-	if cfg == nil {
-		return nil, errors.New("edge handler: nil config")
-	}
-	c := cfg.Clone()
-	c.SetDefaults()
-	if err := c.validateAccess(); err != nil {
-		return nil, fmt.Errorf("edge handler: %w", err)
-	}
+// newAccess builds the access settings of c, whose defaults are filled in
+// and whose access settings are validated. prev is the access settings they
+// replace (nil at start): exchanges in flight under prev still count against
+// the caps.
+func newAccess(c *Config, prev *access) (*access, error) {
 	a := &access{
 		upstream: c.Upstream, maxBody: c.MaxRequestBodyBytes, bodyTimeout: c.ClientBodyTimeout.Duration,
 		counters: make(counters, len(c.Clients)+1),
@@ -127,10 +125,21 @@ func newAccess(cfg *Config, prev *access) (*access, error) {
 	return a, nil
 }
 
-// reload validates cfg's access settings and, if they are valid, applies
-// them to the requests that start from now on.
+// reload checks cfg's access settings as NewHandler does and, if they are
+// valid, applies them (see setAccess).
 func (h *handler) reload(cfg *Config) error {
-	a, err := newAccess(cfg, h.access.Load())
+	c, err := populated(cfg, "edge handler", (*Config).validateAccess)
+	if err != nil {
+		return err
+	}
+	return h.setAccess(c)
+}
+
+// setAccess applies the access settings of c, whose defaults are filled in
+// and whose access settings are validated (by reload, or by Server.Reload
+// with the rest), to the requests that start from now on.
+func (h *handler) setAccess(c *Config) error {
+	a, err := newAccess(c, h.access.Load())
 	if err != nil {
 		return err
 	}

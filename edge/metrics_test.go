@@ -530,9 +530,9 @@ func TestTunnelFallbacksCountsFallbacks(t *testing.T) {
 
 	var cfg tunnel.Config
 	cfg.Connections = 1
-	cfg.FallbackTimeout.Duration = 50 * time.Millisecond
-	cfg.ReconnectMin.Duration = 10 * time.Millisecond
-	cfg.ReconnectMax.Duration = 20 * time.Millisecond
+	cfg.FallbackTimeout = 50 * time.Millisecond
+	cfg.ReconnectMin = 10 * time.Millisecond
+	cfg.ReconnectMax = 20 * time.Millisecond
 	relay := silent.LocalAddr().String()
 	pool, err := tunnel.NewPool(tunnel.PoolOptions{
 		Client: tunnel.ClientOptions{Config: cfg, Identity: edgeID, Transport: tunnel.TransportAuto},

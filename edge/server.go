@@ -59,9 +59,10 @@ type Server struct {
 	stopErr  error
 }
 
-// NewServer checks cfg (a copy is completed with defaults and validated),
-// loads the tunnel identity (cfg.Identity, else cfg.KeyFile) and builds the
-// parts. It binds nothing: call Start. A nil logger discards logs.
+// NewServer checks cfg: a copy is completed with defaults and validated,
+// here and only here, and the parts are built from that copy. It loads the
+// tunnel identity (cfg.Identity, else cfg.KeyFile). It binds nothing: call
+// Start. A nil logger discards logs.
 func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 	if cfg == nil {
 		return nil, errors.New("edge: nil config")
@@ -69,14 +70,12 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	c := cfg.Clone()
-	c.SetDefaults()
-	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("edge config: %w", err)
+	c, err := populated(cfg, "edge config", (*Config).Validate)
+	if err != nil {
+		return nil, err
 	}
 	id := c.Identity
 	if id == nil {
-		var err error
 		if id, err = tunnel.LoadIdentity(c.KeyFile); err != nil {
 			return nil, fmt.Errorf("edge config: key_file: %w", err)
 		}
@@ -92,7 +91,7 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 	}
 	client, err := tunnel.NewPool(tunnel.PoolOptions{
 		Client: tunnel.ClientOptions{
-			Config:    c.Tunnel,
+			Config:    c.Tunnel.Options(),
 			Identity:  id,
 			Transport: c.Transport,
 			Dialer:    dialer,
@@ -208,6 +207,14 @@ func (s *Server) Start(ctx context.Context) error {
 	s.logger.Info("edge listening", "addr", ln.Addr().String(), "relays", len(s.cfg.Relays),
 		"connections_per_relay", s.cfg.Tunnel.Connections, "transport", s.cfg.Transport, "auth", s.cfg.Auth)
 	return nil
+}
+
+// ShutdownGrace returns shutdown_grace as the server runs with it: how long
+// a caller's drain should give Shutdown.
+func (s *Server) ShutdownGrace() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.ShutdownGrace.Duration
 }
 
 // Addr is the client listener's address; nil before Start.
@@ -332,12 +339,11 @@ func (s *Server) teardown(ctx context.Context, graceful bool) error {
 // values and logs which of them differ. An invalid cfg changes nothing and is
 // returned as an error.
 func (s *Server) Reload(cfg *Config) error {
-	c := cfg.Clone()
-	c.SetDefaults()
-	if err := c.Validate(); err != nil {
-		return fmt.Errorf("edge config: %w", err)
+	c, err := populated(cfg, "edge config", (*Config).Validate)
+	if err != nil {
+		return err
 	}
-	if err := s.handler.reload(c); err != nil {
+	if err := s.handler.setAccess(c); err != nil {
 		return err
 	}
 	s.mu.Lock()

@@ -105,11 +105,20 @@ func TestServerWithoutRelay(t *testing.T) {
 	}
 }
 
-func TestServerCloseBeforeStart(t *testing.T) {
+// keyConfig is validConfig with an in-memory tunnel key.
+func keyConfig(t *testing.T) *Config {
+	t.Helper()
 	cfg := validConfig()
 	cfg.KeyFile = ""
-	cfg.Identity, _ = tunnel.GenerateIdentity()
-	s, err := NewServer(cfg, nil)
+	var err error
+	if cfg.Identity, err = tunnel.GenerateIdentity(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func TestServerCloseBeforeStart(t *testing.T) {
+	s, err := NewServer(keyConfig(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,5 +140,39 @@ func TestNewServerBadConfig(t *testing.T) {
 	cfg.Clients = nil
 	if _, err := NewServer(cfg, nil); err == nil || !strings.Contains(err.Error(), "no [[client]]") {
 		t.Errorf("NewServer without clients = %v, want the fail-closed error", err)
+	}
+	cfg = validConfig()
+	cfg.Tunnel.Connections = -1
+	if _, err := NewServer(cfg, nil); err == nil || !strings.Contains(err.Error(), "edge config: tunnel.connections = -1") {
+		t.Errorf("NewServer with tunnel.connections = -1: %v, want the error naming the key", err)
+	}
+	if _, err := NewServer(nil, nil); err == nil {
+		t.Error("NewServer(nil) succeeded")
+	}
+}
+
+// TestServerConfigFilledOnce: NewServer works on a filled-in copy of the
+// caller's config, which it leaves alone, and Reload validates the new config
+// before it applies anything.
+func TestServerConfigFilledOnce(t *testing.T) {
+	cfg := keyConfig(t)
+	s, err := NewServer(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if cfg.ShutdownGrace.Duration != 0 || cfg.Tunnel.PingInterval.Duration != 0 {
+		t.Errorf("NewServer changed the caller's config: %+v", cfg)
+	}
+	if got := s.ShutdownGrace(); got != DefaultShutdownGrace {
+		t.Errorf("ShutdownGrace() = %v, want the default %v", got, DefaultShutdownGrace)
+	}
+	bad := cfg.Clone()
+	bad.Tunnel.PingTimeout.Duration = -time.Second
+	if err := s.Reload(bad); err == nil || !strings.Contains(err.Error(), "tunnel.ping_timeout") {
+		t.Errorf("Reload of an invalid config: %v, want the error naming tunnel.ping_timeout", err)
+	}
+	if err := s.Reload(nil); err == nil {
+		t.Error("Reload(nil) succeeded")
 	}
 }

@@ -217,6 +217,22 @@ func (c *Config) Clone() *Config {
 	return &n
 }
 
+// populated returns a copy of cfg with its defaults filled in, checked by
+// validate: Validate for a Server, validatePeers for a Handler alone. It is
+// what the public constructors (and reloads) hand down; nothing below them
+// fills or validates the copy again.
+func populated(cfg *Config, validate func(*Config) error) (*Config, error) {
+	if cfg == nil {
+		return nil, errors.New("relay: no configuration")
+	}
+	c := cfg.Clone()
+	c.SetDefaults()
+	if err := validate(c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
 // Validate reports the first problem with c, naming the TOML key. It does
 // not fill defaults; call SetDefaults first. It checks that every key_env
 // variable is set and that no upstream key_file that exists is open to group

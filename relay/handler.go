@@ -106,10 +106,18 @@ type edgeEntry struct {
 // upstreams are validated. A nil logger discards. The exchange metrics are
 // registered with reg; nil keeps them unregistered.
 func NewHandler(cfg *Config, logger *slog.Logger, reg prometheus.Registerer) (*Handler, error) {
-	if cfg == nil {
-		return nil, errors.New("relay: no configuration")
+	c, err := populated(cfg, (*Config).validatePeers)
+	if err != nil {
+		return nil, err
 	}
-	c, p, err := loadPeers(cfg)
+	return newHandler(c, logger, reg)
+}
+
+// newHandler builds the Handler of c, whose defaults are filled in and whose
+// edges and upstreams are validated (by NewHandler, or by NewServer with the
+// rest).
+func newHandler(c *Config, logger *slog.Logger, reg prometheus.Registerer) (*Handler, error) {
+	p, err := newPeers(c)
 	if err != nil {
 		return nil, err
 	}
@@ -141,30 +149,16 @@ func (h *Handler) setPeers(p *peers) {
 	}
 }
 
-// reload validates cfg's edges and upstreams and, if they are valid, uses
-// them from now on. Upstream keys are read again from their sources.
-func (h *Handler) reload(cfg *Config) error {
-	_, p, err := loadPeers(cfg)
+// reload uses c's edges and upstreams from now on; c's defaults are filled
+// in and it is validated (by Server.Reload). Upstream keys are read again
+// from their sources.
+func (h *Handler) reload(c *Config) error {
+	p, err := newPeers(c)
 	if err != nil {
 		return err
 	}
 	h.setPeers(p)
 	return nil
-}
-
-// loadPeers copies cfg, fills in its defaults, validates its edges and
-// upstreams and builds them; it returns the filled-in copy too.
-func loadPeers(cfg *Config) (*Config, *peers, error) {
-	c := cfg.Clone()
-	c.SetDefaults()
-	if err := c.validatePeers(); err != nil {
-		return nil, nil, err
-	}
-	p, err := newPeers(c)
-	if err != nil {
-		return nil, nil, err
-	}
-	return c, p, nil
 }
 
 // Authorize maps an edge's key fingerprint to its configured name and the

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/airlock-proxy/airlock/internal/buildinfo"
 	"github.com/airlock-proxy/airlock/internal/config"
@@ -38,14 +39,11 @@ type Server struct {
 // NewServer builds a relay from cfg: it loads the tunnel key (cfg.Identity,
 // else cfg.KeyFile), resolves every upstream key and prepares the listeners
 // without binding them. cfg is copied; defaults are filled in and it is
-// validated. A nil logger discards.
+// validated, here and only here, and the parts are built from that copy. A
+// nil logger discards.
 func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
-	if cfg == nil {
-		return nil, errors.New("relay: no configuration")
-	}
-	c := cfg.Clone()
-	c.SetDefaults()
-	if err := c.Validate(); err != nil {
+	c, err := populated(cfg, (*Config).Validate)
+	if err != nil {
 		return nil, err
 	}
 	if logger == nil {
@@ -53,13 +51,12 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 	}
 	id := c.Identity
 	if id == nil {
-		var err error
 		if id, err = tunnel.LoadIdentity(c.KeyFile); err != nil {
 			return nil, fmt.Errorf("key_file: %w", err)
 		}
 	}
 	reg := metrics.NewRegistry()
-	h, err := NewHandler(c, logger, reg)
+	h, err := newHandler(c, logger, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -87,6 +84,10 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 	}
 	return s, nil
 }
+
+// ShutdownGrace returns shutdown_grace as the relay runs with it: how long a
+// caller's drain should give Shutdown.
+func (s *Server) ShutdownGrace() time.Duration { return s.cfg.ShutdownGrace.Duration }
 
 // Start binds the tunnel listener (Addr is valid afterwards) and the admin
 // listener, and serves tunnels in a goroutine that Shutdown and Close stop.
@@ -214,9 +215,8 @@ func (s *Server) Close() error {
 // restart: Reload keeps the running values and logs which differ. An
 // invalid cfg changes nothing and is returned as an error.
 func (s *Server) Reload(cfg *Config) error {
-	c := cfg.Clone()
-	c.SetDefaults()
-	if err := c.Validate(); err != nil {
+	c, err := populated(cfg, (*Config).Validate)
+	if err != nil {
 		return err
 	}
 	if err := s.handler.reload(c); err != nil {

@@ -133,6 +133,33 @@ func TestNewServerErrors(t *testing.T) {
 	}
 }
 
+// TestServerConfigFilledOnce: NewServer works on a filled-in copy of the
+// caller's config, which it leaves alone, and Reload validates the new config
+// before it applies anything.
+func TestServerConfigFilledOnce(t *testing.T) {
+	cfg := testConfig(upstreamConfig("openai", "http://127.0.0.1:1"))
+	cfg.Identity = mustIdentity(t)
+	s, err := NewServer(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if cfg.ShutdownGrace.Duration != 0 || cfg.Upstreams[0].Auth != "" {
+		t.Errorf("NewServer changed the caller's config: %+v", cfg)
+	}
+	if got := s.ShutdownGrace(); got != DefaultShutdownGrace {
+		t.Errorf("ShutdownGrace() = %v, want the default %v", got, DefaultShutdownGrace)
+	}
+	bad := cfg.Clone()
+	bad.ShutdownGrace.Duration = -time.Second
+	if err := s.Reload(bad); err == nil || !strings.Contains(err.Error(), "shutdown_grace") {
+		t.Errorf("Reload of an invalid config: %v, want the error naming shutdown_grace", err)
+	}
+	if err := s.Reload(nil); err == nil {
+		t.Error("Reload(nil) succeeded")
+	}
+}
+
 // TestReload: a reload uses new upstream keys for the exchanges that follow,
 // closes the session of an edge it no longer lists, and refuses its
 // reconnects; an invalid config changes nothing.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/airlock-proxy/airlock/proto"
 )
@@ -124,11 +125,50 @@ func (s *clientSession) drain() {
 	}
 }
 
-// NewClient checks opts and returns a Client. It does not dial: call Run.
+// NewClient checks opts and returns a Client. It fills in the defaults of
+// opts.Config and validates it here, once. It does not dial: call Run.
 func NewClient(opts ClientOptions) (*Client, error) {
-	if opts.Identity == nil {
-		return nil, errors.New("tunnel client: no identity")
+	o, err := opts.populated()
+	if err != nil {
+		return nil, fmt.Errorf("tunnel client: %w", err)
 	}
+	return newClient(o)
+}
+
+// populated returns a copy of o with its defaults filled in (Config,
+// Transport, Dialer, Logger) and what every connection shares validated.
+// RelayAddr, TCPAddr and RelayKey are left for newClient, which a Pool calls
+// once per relay.
+func (o ClientOptions) populated() (ClientOptions, error) {
+	if o.Identity == nil {
+		return o, errors.New("no identity")
+	}
+	var err error
+	if o.Config, err = o.Config.populated(); err != nil {
+		return o, err
+	}
+	switch o.Transport {
+	case "":
+		o.Transport = TransportAuto
+	case TransportAuto, TransportQUIC, TransportTCP:
+	default:
+		return o, fmt.Errorf("transport %q: want %q, %q or %q",
+			o.Transport, TransportAuto, TransportQUIC, TransportTCP)
+	}
+	if o.Dialer == nil {
+		if o.Dialer, err = NewProxyDialer("", false); err != nil {
+			return o, err
+		}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o, nil
+}
+
+// newClient returns a Client to the relay that opts name. opts must come
+// from ClientOptions.populated.
+func newClient(opts ClientOptions) (*Client, error) {
 	if opts.RelayAddr == "" {
 		return nil, errors.New("tunnel client: no relay address")
 	}
@@ -136,43 +176,21 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tunnel client: relay key: %w", err)
 	}
-	cfg, err := opts.Config.withDefaults()
-	if err != nil {
-		return nil, fmt.Errorf("tunnel client: %w", err)
-	}
-	switch opts.Transport {
-	case "":
-		opts.Transport = TransportAuto
-	case TransportAuto, TransportQUIC, TransportTCP:
-	default:
-		return nil, fmt.Errorf("tunnel client: transport %q: want %q, %q or %q",
-			opts.Transport, TransportAuto, TransportQUIC, TransportTCP)
-	}
 	tcpAddr := opts.TCPAddr
 	if tcpAddr == "" {
 		tcpAddr = opts.RelayAddr
 	}
-	dialer := opts.Dialer
-	if dialer == nil {
-		if dialer, err = NewProxyDialer("", false); err != nil {
-			return nil, fmt.Errorf("tunnel client: %w", err)
-		}
-	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	return &Client{
 		guard:   runGuard{what: "tunnel client"},
 		opts:    opts,
-		cfg:     cfg,
+		cfg:     opts.Config,
 		pin:     pin,
-		log:     log.With("relay_addr", opts.RelayAddr),
+		log:     opts.Logger.With("relay_addr", opts.RelayAddr),
 		tlsConf: clientTLSConfig(opts.Identity, pin),
 		// The relay never opens streams to the edge.
-		quicConf:  quicConfig(&cfg, -1),
+		quicConf:  quicConfig(&opts.Config, -1),
 		tcpAddr:   tcpAddr,
-		dialer:    dialer,
+		dialer:    opts.Dialer,
 		done:      make(chan struct{}),
 		ready:     make(chan struct{}),
 		attempted: make(chan struct{}),
@@ -213,7 +231,7 @@ func (c *Client) Run(ctx context.Context) error {
 		c.mu.Lock()
 		c.lastErr = err
 		c.mu.Unlock()
-		wait := backoff(c.cfg.ReconnectMin.Duration, c.cfg.ReconnectMax.Duration, failures, nil)
+		wait := backoff(c.cfg.ReconnectMin, c.cfg.ReconnectMax, failures, nil)
 		failures++
 		if sess == nil {
 			c.log.Warn("tunnel: connecting to relay failed", "err", err, "attempt", failures, "retry_in", wait)
@@ -243,11 +261,11 @@ func (c *Client) Run(ctx context.Context) error {
 func (c *Client) connect(ctx context.Context) (*clientSession, error) {
 	switch c.opts.Transport {
 	case TransportQUIC, TransportTCP:
-		return c.handshake(ctx, c.opts.Transport, c.cfg.HandshakeTimeout.Duration)
+		return c.handshake(ctx, c.opts.Transport, c.cfg.HandshakeTimeout)
 	}
 	quicFailed := false
 	if !c.preferTCP.Load() {
-		sess, err := c.handshake(ctx, TransportQUIC, c.cfg.FallbackTimeout.Duration)
+		sess, err := c.handshake(ctx, TransportQUIC, c.cfg.FallbackTimeout)
 		if err == nil || ctx.Err() != nil || errors.Is(err, ErrPinMismatch) || errors.Is(err, ErrUnknownPeer) {
 			return sess, err
 		}
@@ -255,7 +273,7 @@ func (c *Client) connect(ctx context.Context) (*clientSession, error) {
 		c.preferTCP.Store(true)
 		quicFailed = true
 	}
-	sess, err := c.handshake(ctx, TransportTCP, c.cfg.HandshakeTimeout.Duration)
+	sess, err := c.handshake(ctx, TransportTCP, c.cfg.HandshakeTimeout)
 	if err != nil {
 		// Maybe the relay is down rather than UDP blocked: try QUIC
 		// first again next time.
@@ -344,14 +362,14 @@ func (c *Client) dialSession(ctx context.Context, transport string, timeout time
 	}, nil
 }
 
-// serveSession serves sess until it dies, as serve does. A TCP session of
+// serveSession serves sess until it dies, as runSession does. A TCP session of
 // TransportAuto is served while QUIC is probed every
 // Config.QUICProbeInterval: once a QUIC session is up, sess drains (its
 // streams finish; new ones go to QUIC) and serveSession returns the QUIC
 // session for the caller to serve next.
 func (c *Client) serveSession(ctx context.Context, sess *clientSession) (*clientSession, error) {
 	if c.opts.Transport != TransportAuto || sess.peer.Transport != TransportTCP {
-		return nil, c.serve(ctx, sess)
+		return nil, c.runSession(ctx, sess)
 	}
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	defer stopProbe()
@@ -365,7 +383,7 @@ func (c *Client) serveSession(ctx context.Context, sess *clientSession) (*client
 	// The TCP session's server outlives serveSession while it drains.
 	go func() {
 		defer c.wg.Done()
-		served <- c.serve(ctx, sess)
+		served <- c.runSession(ctx, sess)
 	}()
 	select {
 	case err := <-served:
@@ -390,7 +408,7 @@ func (c *Client) serveSession(ctx context.Context, sess *clientSession) (*client
 // probeQUIC tries a QUIC session every Config.QUICProbeInterval (with ±20%
 // jitter) until one is up, which it returns, or until ctx ends (nil).
 func (c *Client) probeQUIC(ctx context.Context) *clientSession {
-	every := c.cfg.QUICProbeInterval.Duration
+	every := c.cfg.QUICProbeInterval
 	for {
 		wait := every*4/5 + time.Duration(rand.Int64N(int64(every*2/5)+1))
 		t := time.NewTimer(wait)
@@ -400,7 +418,7 @@ func (c *Client) probeQUIC(ctx context.Context) *clientSession {
 			t.Stop()
 			return nil
 		}
-		sess, err := c.handshake(ctx, TransportQUIC, c.cfg.FallbackTimeout.Duration)
+		sess, err := c.handshake(ctx, TransportQUIC, c.cfg.FallbackTimeout)
 		if err != nil {
 			c.log.Debug("tunnel: QUIC probe failed; staying on TCP", "err", err)
 			continue
@@ -420,8 +438,15 @@ var errPingTimeout = errors.New("no PONG")
 // finished.
 var errDrained = errors.New("relay drained the session")
 
-// serve keeps sess up until it dies or ctx ends, and returns why it ended.
-func (c *Client) serve(ctx context.Context, sess *clientSession) error {
+// errControlEnded: the relay ended the control stream.
+var errControlEnded = errors.New("relay ended the control stream")
+
+// runSession keeps sess, handshaken, up until it dies or ctx ends, and
+// returns why it ended. The session's goroutines (the control-stream reader
+// and the pinger) and the one that closes its connection run on one
+// errgroup: the first to fail ends the others, and runSession returns once
+// all have returned.
+func (c *Client) runSession(ctx context.Context, sess *clientSession) error {
 	c.mu.Lock()
 	if c.sess == nil {
 		close(c.ready)
@@ -432,25 +457,29 @@ func (c *Client) serve(ctx context.Context, sess *clientSession) error {
 	c.log.Info("tunnel: connected to relay", "relay", sess.peer.Name, "session", sess.peer.SessionID,
 		"transport", sess.peer.Transport, "remote", sess.peer.RemoteAddr.String(), "rtt", c.RTT(), "upstreams", sess.peer.Upstreams)
 
+	g, gctx := errgroup.WithContext(ctx)
 	pongs := make(chan uint64, 1)
-	readerDone := make(chan error, 1)
-	go func() { readerDone <- c.readControl(sess, pongs) }()
-
-	err := c.keepAlive(ctx, sess, pongs, readerDone)
-	switch {
-	case ctx.Err() != nil:
-		sess.conn.closeWithError(closeNormal, "edge shutting down")
-	case errors.Is(err, errDrained):
-		sess.conn.closeWithError(closeNormal, "drained")
-	case errors.Is(err, errPingTimeout):
-		sess.conn.closeWithError(closePingTimeout, err.Error())
-	case errors.Is(err, io.EOF):
-		err = errors.New("relay ended the control stream")
-		sess.conn.closeWithError(closeControlEnded, err.Error())
-	default:
-		sess.conn.closeWithError(closeProtocol, err.Error())
-	}
-	<-readerDone
+	g.Go(func() error {
+		err := c.readControl(sess, pongs)
+		if cause := closeCause(sess.conn); cause != nil {
+			// The connection closed under the read: its cause says
+			// more than the failed read.
+			return cause
+		}
+		if errors.Is(err, io.EOF) {
+			return errControlEnded
+		}
+		return err
+	})
+	g.Go(func() error { return c.keepAlive(gctx, sess, pongs) })
+	g.Go(func() error {
+		// The reader blocks in the connection, not on gctx: closing the
+		// connection is what ends it.
+		<-gctx.Done()
+		c.closeSession(ctx, sess, context.Cause(gctx))
+		return nil
+	})
+	err := g.Wait()
 
 	if c.markDown(sess) {
 		c.rtt.Store(0)
@@ -463,17 +492,34 @@ func (c *Client) serve(ctx context.Context, sess *clientSession) error {
 	return fmt.Errorf("session %s: %w", sess.peer.SessionID, err)
 }
 
+// closeSession closes sess's connection with the code that says why the
+// session ended: err, its first failure, unless ctx (the edge's) ended.
+func (c *Client) closeSession(ctx context.Context, sess *clientSession, err error) {
+	switch {
+	case ctx.Err() != nil:
+		sess.conn.closeWithError(closeNormal, "edge shutting down")
+	case errors.Is(err, errDrained):
+		sess.conn.closeWithError(closeNormal, "drained")
+	case errors.Is(err, errPingTimeout):
+		sess.conn.closeWithError(closePingTimeout, err.Error())
+	case errors.Is(err, errControlEnded):
+		sess.conn.closeWithError(closeControlEnded, err.Error())
+	default:
+		sess.conn.closeWithError(closeProtocol, err.Error())
+	}
+}
+
 // keepAlive sends a PING at once and then every Config.PingInterval, and
-// measures the round trip from each PONG it waited for. It returns when the session dies:
-// a PING without PONG in Config.PingTimeout and nothing at all heard from
-// the relay in that time (a PONG held up behind busy or blocked streams
-// while the relay's packets keep arriving is late, not lost: the wait goes
-// on, one PingTimeout of silence at a time), the control stream failed
-// (readerDone, whose value it puts back for serve), the relay drained the
-// session (GOAWAY, and the last stream finished), the connection closed, or
-// ctx ended.
-func (c *Client) keepAlive(ctx context.Context, sess *clientSession, pongs <-chan uint64, readerDone chan error) error {
-	ticker := time.NewTicker(c.cfg.PingInterval.Duration)
+// measures the round trip from each PONG it waited for (pongs). It returns
+// when the session dies: a PING without PONG in Config.PingTimeout and
+// nothing at all heard from the relay in that time (a PONG held up behind
+// busy or blocked streams while the relay's packets keep arriving is late,
+// not lost: the wait goes on, one PingTimeout of silence at a time), the
+// relay drained the session (GOAWAY, and the last stream finished), the
+// connection closed, or ctx ended (the session's other goroutine failed,
+// or the edge is shutting down).
+func (c *Client) keepAlive(ctx context.Context, sess *clientSession, pongs <-chan uint64) error {
+	ticker := time.NewTicker(c.cfg.PingInterval)
 	defer ticker.Stop()
 	timeout := time.NewTimer(time.Hour)
 	timeout.Stop()
@@ -484,7 +530,7 @@ func (c *Client) keepAlive(ctx context.Context, sess *clientSession, pongs <-cha
 	ping := func() error {
 		nextID++
 		pending, sentAt, heard = nextID, time.Now(), sess.conn.heard()
-		timeout.Reset(c.cfg.PingTimeout.Duration)
+		timeout.Reset(c.cfg.PingTimeout)
 		return sess.ctrl.w.WriteMessage(&proto.Ping{ID: pending})
 	}
 	if err := ping(); err != nil {
@@ -517,21 +563,14 @@ func (c *Client) keepAlive(ctx context.Context, sess *clientSession, pongs <-cha
 			if now := sess.conn.heard(); now != heard {
 				// Late, not dead: the relay is sending.
 				heard = now
-				timeout.Reset(c.cfg.PingTimeout.Duration)
+				timeout.Reset(c.cfg.PingTimeout)
 				continue
 			}
-			return fmt.Errorf("%w in %s and nothing else heard from the relay", errPingTimeout, c.cfg.PingTimeout.Duration)
-		case err := <-readerDone:
-			// Put it back for serve, which waits for the reader.
-			readerDone <- err
-			if cause := closeCause(sess.conn); cause != nil {
-				return cause
-			}
-			return err
+			return fmt.Errorf("%w in %s and nothing else heard from the relay", errPingTimeout, c.cfg.PingTimeout)
 		case <-sess.drained:
 			return errDrained
 		case <-sess.conn.context().Done():
-			return closeCause(sess.conn)
+			return closeCause(sess.conn) // never nil once the context ended
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -303,7 +303,7 @@ func TestDeadRelay(t *testing.T) {
 		path.SetBlackhole(true)
 		start := time.Now()
 		cfg := testConfig()
-		limit := cfg.PingInterval.Duration + cfg.PingTimeout.Duration + 100*time.Millisecond
+		limit := cfg.PingInterval + cfg.PingTimeout + 100*time.Millisecond
 		eventually(t, 2*limit, "Ready() == false", func() bool { return !e.Ready() })
 		if d := time.Since(start); d > limit {
 			t.Errorf("dead relay noticed after %s, want within %s", d, limit)
@@ -404,7 +404,8 @@ func TestNewClientErrors(t *testing.T) {
 		{"bad key", ClientOptions{Identity: id, RelayAddr: "x:1", RelayKey: "sha256:nope"}, "relay key"},
 		{"bad config", ClientOptions{Identity: id, RelayAddr: "x:1", RelayKey: id.Fingerprint(),
 			Config: Config{PingTimeout: testConfig().PingTimeout, ReconnectMin: testConfig().ReconnectMax, ReconnectMax: testConfig().ReconnectMin}},
-			"tunnel.reconnect_max"},
+			"tunnel client: Config.ReconnectMax"},
+		{"bad transport", ClientOptions{Identity: id, RelayAddr: "x:1", RelayKey: id.Fingerprint(), Transport: "udp"}, `transport "udp"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -485,8 +486,8 @@ func TestAutoFallsBackToTCPAndReturnsToQUIC(t *testing.T) {
 	start := time.Now()
 	e := startEdge(t, edgeID, udpAddr, relayID.Fingerprint(), TransportAuto, func(o *ClientOptions) {
 		o.TCPAddr = r.TCPAddr().String()
-		o.Config.FallbackTimeout.Duration = fallback
-		o.Config.QUICProbeInterval.Duration = 100 * time.Millisecond
+		o.Config.FallbackTimeout = fallback
+		o.Config.QUICProbeInterval = 100 * time.Millisecond
 	})
 	waitReady(t, e.Client)
 	if d := time.Since(start); d > fallback+time.Second {

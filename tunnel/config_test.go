@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/airlock-proxy/airlock/internal/config"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -19,11 +17,11 @@ func TestConfigDefaults(t *testing.T) {
 		got  time.Duration
 		want time.Duration
 	}{
-		{"handshake_timeout", c.HandshakeTimeout.Duration, 10 * time.Second},
-		{"ping_interval", c.PingInterval.Duration, 5 * time.Second},
-		{"ping_timeout", c.PingTimeout.Duration, 5 * time.Second},
-		{"reconnect_min", c.ReconnectMin.Duration, 250 * time.Millisecond},
-		{"reconnect_max", c.ReconnectMax.Duration, 30 * time.Second},
+		{"handshake_timeout", c.HandshakeTimeout, 10 * time.Second},
+		{"ping_interval", c.PingInterval, 5 * time.Second},
+		{"ping_timeout", c.PingTimeout, 5 * time.Second},
+		{"reconnect_min", c.ReconnectMin, 250 * time.Millisecond},
+		{"reconnect_max", c.ReconnectMax, 30 * time.Second},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
@@ -36,18 +34,21 @@ func TestConfigDefaults(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	d := func(v time.Duration) config.Duration { return config.Duration{Duration: v} }
 	tests := []struct {
 		name string
 		mod  func(*Config)
 		want string // "" means valid
 	}{
 		{"defaults", func(*Config) {}, ""},
-		{"negative ping interval", func(c *Config) { c.PingInterval = d(-time.Second) }, "tunnel.ping_interval = -1s"},
-		{"negative handshake", func(c *Config) { c.HandshakeTimeout = d(-1) }, "tunnel.handshake_timeout"},
-		{"negative ping timeout", func(c *Config) { c.PingTimeout = d(-1) }, "tunnel.ping_timeout"},
-		{"negative reconnect min", func(c *Config) { c.ReconnectMin = d(-1) }, "tunnel.reconnect_min"},
-		{"max below min", func(c *Config) { c.ReconnectMin, c.ReconnectMax = d(time.Second), d(time.Millisecond) }, "tunnel.reconnect_max"},
+		{"negative ping interval", func(c *Config) { c.PingInterval = -time.Second }, "Config.PingInterval = -1s: want a positive duration"},
+		{"negative handshake", func(c *Config) { c.HandshakeTimeout = -1 }, "Config.HandshakeTimeout"},
+		{"negative ping timeout", func(c *Config) { c.PingTimeout = -1 }, "Config.PingTimeout"},
+		{"negative reconnect min", func(c *Config) { c.ReconnectMin = -1 }, "Config.ReconnectMin"},
+		{"negative fallback", func(c *Config) { c.FallbackTimeout = -1 }, "Config.FallbackTimeout"},
+		{"negative probe", func(c *Config) { c.QUICProbeInterval = -1 }, "Config.QUICProbeInterval"},
+		{"negative connections", func(c *Config) { c.Connections = -1 }, "Config.Connections = -1: want a positive number"},
+		{"max below min", func(c *Config) { c.ReconnectMin, c.ReconnectMax = time.Second, time.Millisecond },
+			"Config.ReconnectMax = 1ms: want at least Config.ReconnectMin (1s)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -66,7 +67,6 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestConfigIdleTimeoutBounds(t *testing.T) {
-	d := func(v time.Duration) config.Duration { return config.Duration{Duration: v} }
 	tests := []struct {
 		name           string
 		interval, wait time.Duration
@@ -77,9 +77,40 @@ func TestConfigIdleTimeoutBounds(t *testing.T) {
 		{"ceiling", time.Hour, time.Hour, 2 * time.Minute},
 	}
 	for _, tt := range tests {
-		c := Config{PingInterval: d(tt.interval), PingTimeout: d(tt.wait)}
+		c := Config{PingInterval: tt.interval, PingTimeout: tt.wait}
 		if got := c.idleTimeout(); got != tt.want {
 			t.Errorf("%s: got %s, want %s", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestValidateNamed: a configuration file's layer gets its own names for
+// the fields in every error, including the bound of ReconnectMax.
+func TestValidateNamed(t *testing.T) {
+	c := Config{ReconnectMin: time.Second, ReconnectMax: time.Millisecond}
+	c.SetDefaults()
+	key := func(field string) string { return "key:" + field }
+	err := c.ValidateNamed(key)
+	if want := "key:ReconnectMax = 1ms: want at least key:ReconnectMin (1s)"; err == nil || err.Error() != want {
+		t.Errorf("got %v, want %q", err, want)
+	}
+}
+
+// TestPopulated: the constructors' copy is filled and checked, and the
+// caller's Config is left as it was.
+func TestPopulated(t *testing.T) {
+	in := Config{PingInterval: time.Second}
+	got, err := in.populated()
+	if err != nil {
+		t.Fatalf("populated: %v", err)
+	}
+	if got.PingInterval != time.Second || got.PingTimeout != DefaultPingTimeout || got.Connections != DefaultConnections {
+		t.Errorf("got %+v, want PingInterval 1s and the defaults elsewhere", got)
+	}
+	if in.PingTimeout != 0 {
+		t.Errorf("the caller's Config was changed: %+v", in)
+	}
+	if _, err := (Config{PingTimeout: -1}).populated(); err == nil {
+		t.Error("populated accepted a negative PingTimeout")
 	}
 }

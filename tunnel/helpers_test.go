@@ -11,7 +11,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/airlock-proxy/airlock/internal/config"
 	"github.com/airlock-proxy/airlock/internal/testkit/faultproxy"
 )
 
@@ -20,11 +19,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // testConfig has short intervals so that liveness tests run fast.
 func testConfig() Config {
 	return Config{
-		HandshakeTimeout: config.Duration{Duration: 2 * time.Second},
-		PingInterval:     config.Duration{Duration: 50 * time.Millisecond},
-		PingTimeout:      config.Duration{Duration: 400 * time.Millisecond},
-		ReconnectMin:     config.Duration{Duration: 10 * time.Millisecond},
-		ReconnectMax:     config.Duration{Duration: 100 * time.Millisecond},
+		HandshakeTimeout: 2 * time.Second,
+		PingInterval:     50 * time.Millisecond,
+		PingTimeout:      400 * time.Millisecond,
+		ReconnectMin:     10 * time.Millisecond,
+		ReconnectMax:     100 * time.Millisecond,
 	}
 }
 

@@ -3,12 +3,13 @@ package tunnel
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/airlock-proxy/airlock/internal/config"
 	"github.com/airlock-proxy/airlock/proto"
 )
 
@@ -62,14 +63,14 @@ func TestLatePongIsNotDeath(t *testing.T) {
 				}()
 			}
 			c := &Client{cfg: Config{
-				PingInterval: config.Duration{Duration: 20 * time.Millisecond},
-				PingTimeout:  config.Duration{Duration: pingTimeout},
+				PingInterval: 20 * time.Millisecond,
+				PingTimeout:  pingTimeout,
 			}}
 			sess := &clientSession{conn: fc, ctrl: newControlStream(&pipeStream{Conn: edgeSide}), drained: make(chan struct{})}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*pingTimeout)
 			defer cancel()
 			start := time.Now()
-			err := c.keepAlive(ctx, sess, make(chan uint64), make(chan error, 1))
+			err := c.keepAlive(ctx, sess, make(chan uint64))
 			took := time.Since(start)
 			if dead := errors.Is(err, errPingTimeout); dead != tt.wantDead {
 				t.Fatalf("keepAlive returned %v after %v: declared dead %v, want %v", err, took, dead, tt.wantDead)
@@ -90,23 +91,28 @@ func TestLatePongIsNotDeath(t *testing.T) {
 }
 
 // fakeConn is a conn whose only behaviours are its heard count and
-// recording that it was closed.
+// recording how it was closed.
 type fakeConn struct {
 	ctx    context.Context
 	n      atomic.Uint64
 	closed atomic.Bool
+	code   closeCode
+	msg    string
 }
 
 func (f *fakeConn) openStream(context.Context) (stream, error)   { return nil, errors.New("fake") }
 func (f *fakeConn) acceptStream(context.Context) (stream, error) { return nil, errors.New("fake") }
-func (f *fakeConn) closeWithError(closeCode, string)             { f.closed.Store(true) }
-func (f *fakeConn) context() context.Context                     { return f.ctx }
-func (f *fakeConn) heard() uint64                                { return f.n.Load() }
-func (f *fakeConn) remoteAddr() net.Addr                         { return &net.UDPAddr{} }
-func (f *fakeConn) peerKey() (string, error)                     { return "", nil }
-func (f *fakeConn) transport() string                            { return "fake" }
-func (f *fakeConn) attachControl(*controlStream)                 {}
-func (f *fakeConn) peerReset(*proto.StreamReset) bool            { return false }
+func (f *fakeConn) closeWithError(code closeCode, msg string) {
+	f.closed.Store(true)
+	f.code, f.msg = code, msg
+}
+func (f *fakeConn) context() context.Context          { return f.ctx }
+func (f *fakeConn) heard() uint64                     { return f.n.Load() }
+func (f *fakeConn) remoteAddr() net.Addr              { return &net.UDPAddr{} }
+func (f *fakeConn) peerKey() (string, error)          { return "", nil }
+func (f *fakeConn) transport() string                 { return "fake" }
+func (f *fakeConn) attachControl(*controlStream)      {}
+func (f *fakeConn) peerReset(*proto.StreamReset) bool { return false }
 
 // pipeStream is a stream over one end of a net.Pipe.
 type pipeStream struct{ net.Conn }
@@ -122,7 +128,7 @@ var (
 	_ stream = (*pipeStream)(nil)
 )
 
-// TestWatchSilence: the relay drops a TCP session from which nothing at all
+// TestWatchSilence: the relay ends a TCP session from which nothing at all
 // arrives for the idle time, and keeps one that carries anything, whether
 // or not it is a PING.
 func TestWatchSilence(t *testing.T) {
@@ -144,13 +150,12 @@ func TestWatchSilence(t *testing.T) {
 			}()
 		}
 		start := time.Now()
-		watchSilence(ctx, fc, idle)
+		err := watchSilence(ctx, fc, idle)
 		took := time.Since(start)
 		close(stop)
 		cancel()
-		closed := fc.closed.Load()
-		if closed == heard {
-			t.Errorf("heard %v: closed %v after %v, want closed %v", heard, closed, took, !heard)
+		if silent := errors.Is(err, errSilent); silent == heard {
+			t.Errorf("heard %v: got %v after %v, want errSilent %v", heard, err, took, !heard)
 		}
 		if !heard && (took < idle || took > 4*idle) {
 			t.Errorf("a silent peer was dropped after %v, want about %v", took, idle)
@@ -177,5 +182,39 @@ func TestRelayDropsSilentTCPEdge(t *testing.T) {
 	eventually(t, 2*idle, "the relay dropped the silent session", func() bool { return r.Sessions() == 0 })
 	if d := time.Since(start); d < idle-idle/4 {
 		t.Errorf("dropped after %v, before the idle time %v", d, idle)
+	}
+}
+
+// TestEndSession: the first failure of a relay session picks the code its
+// connection closes with, and a connection closed already is left alone.
+func TestEndSession(t *testing.T) {
+	closedCtx, cancel := context.WithCancelCause(context.Background())
+	cancel(errors.New("edge went away"))
+	tests := []struct {
+		name     string
+		ctx      context.Context
+		err      error
+		wantCode closeCode
+		wantMsg  string // "" with wantCode 0: not closed again
+	}{
+		{"silent", context.Background(), fmt.Errorf("%w for 10s", errSilent), closeSilent, "nothing heard from the edge for 10s"},
+		{"control ended", context.Background(), fmt.Errorf("control stream: %w", io.EOF), closeControlEnded, "edge ended the control stream"},
+		{"protocol", context.Background(), errors.New("control stream: bad"), closeProtocol, "control stream: bad"},
+		{"closed already", closedCtx, errors.New("edge went away"), 0, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fc := &fakeConn{ctx: tt.ctx}
+			endSession(fc, tt.err)
+			if tt.wantMsg == "" {
+				if fc.closed.Load() {
+					t.Errorf("closed again with %d %q", fc.code, fc.msg)
+				}
+				return
+			}
+			if fc.code != tt.wantCode || fc.msg != tt.wantMsg {
+				t.Errorf("got %d %q, want %d %q", fc.code, fc.msg, tt.wantCode, tt.wantMsg)
+			}
+		})
 	}
 }

@@ -52,27 +52,25 @@ type Pool struct {
 	wg    sync.WaitGroup // the goroutines that start each relay's connections
 }
 
-// NewPool checks opts and returns a Pool. It does not dial: call Run.
+// NewPool checks opts and returns a Pool. It fills in the defaults of
+// opts.Client.Config and validates it here, once, for every connection. It
+// does not dial: call Run.
 func NewPool(opts PoolOptions) (*Pool, error) {
 	if len(opts.Relays) == 0 {
 		return nil, errors.New("tunnel pool: no relays")
 	}
-	n := opts.Client.Config.Connections
-	switch {
-	case n == 0:
-		n = DefaultConnections
-	case n < 0:
-		return nil, fmt.Errorf("tunnel pool: tunnel.connections = %d: want a positive number", n)
+	tmpl, err := opts.Client.populated()
+	if err != nil {
+		return nil, fmt.Errorf("tunnel pool: %w", err)
 	}
+	n := tmpl.Config.Connections
 	p := &Pool{relays: opts.Relays, perRly: n, guard: runGuard{what: "tunnel pool"}}
 	for i, r := range opts.Relays {
 		for k := range n {
-			o := opts.Client
+			o := tmpl
 			o.RelayAddr, o.TCPAddr, o.RelayKey = r.Addr, r.TCPAddr, r.Key
-			if o.Logger != nil {
-				o.Logger = o.Logger.With("relay_index", i, "connection", k)
-			}
-			c, err := NewClient(o)
+			o.Logger = tmpl.Logger.With("relay_index", i, "connection", k)
+			c, err := newClient(o)
 			if err != nil {
 				return nil, fmt.Errorf("tunnel pool: relay %d (%s): %w", i, r.Addr, err)
 			}

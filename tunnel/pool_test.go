@@ -175,7 +175,7 @@ func TestNewPoolErrors(t *testing.T) {
 	}{
 		{"no relays", PoolOptions{Client: ClientOptions{Identity: id}}, "no relays"},
 		{"negative connections", PoolOptions{Client: ClientOptions{Identity: id, Config: Config{Connections: -1}},
-			Relays: []RelayTarget{{Addr: "r:1", Key: id.Fingerprint()}}}, "tunnel.connections = -1"},
+			Relays: []RelayTarget{{Addr: "r:1", Key: id.Fingerprint()}}}, "Config.Connections = -1"},
 		{"bad key", PoolOptions{Client: ClientOptions{Identity: id}, Relays: []RelayTarget{{Addr: "r:1", Key: "sha256:x"}}}, "relay 0 (r:1)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

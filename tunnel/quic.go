@@ -50,9 +50,9 @@ const DefaultMaxStreams = 10000
 // bidirectional streams the peer may open at once; negative allows none.
 func quicConfig(cfg *Config, maxIncoming int64) *quic.Config {
 	return &quic.Config{
-		HandshakeIdleTimeout:           cfg.HandshakeTimeout.Duration,
+		HandshakeIdleTimeout:           cfg.HandshakeTimeout,
 		MaxIdleTimeout:                 cfg.idleTimeout(),
-		KeepAlivePeriod:                cfg.PingInterval.Duration,
+		KeepAlivePeriod:                cfg.PingInterval,
 		InitialStreamReceiveWindow:     initialStreamWindow,
 		MaxStreamReceiveWindow:         maxStreamWindow,
 		InitialConnectionReceiveWindow: connectionWindow,

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/airlock-proxy/airlock/proto"
 )
@@ -49,10 +50,10 @@ type ServerOptions struct {
 	// Software is the relay's software version, for logs.
 	Software string
 	// Config tunes the relay's side of sessions; zero fields mean their
-	// defaults. HandshakeTimeout bounds the QUIC handshake and the wait for
-	// HELLO; PingInterval + PingTimeout (at least 5s) is the idle time
-	// after which a silent edge's session is dropped. The reconnect fields
-	// are not used.
+	// defaults. HandshakeTimeout bounds the QUIC and TLS handshakes and the
+	// wait for HELLO; PingInterval + PingTimeout (at least 5s) is the idle
+	// time after which a silent edge's session is dropped. The reconnect,
+	// fallback and probe fields are not used.
 	Config Config
 }
 
@@ -99,10 +100,15 @@ type Server struct {
 // serverSession is one edge's connection.
 type serverSession struct {
 	conn       conn
-	peer       *Peer         // set, under Server.mu, once the session is up
 	goaway     chan struct{} // closed to send GOAWAY
 	goawayOnce sync.Once
 	goawayDone chan struct{} // closed once GOAWAY was written, or will never be
+
+	// Set by accept. peer is set under Server.mu, and marks the session
+	// as up (past WELCOME).
+	peer *Peer
+	ctrl *controlStream
+	log  *slog.Logger
 }
 
 // sendGoAway asks the session's GOAWAY writer to tell the edge that the
@@ -112,7 +118,8 @@ func (ss *serverSession) sendGoAway() {
 }
 
 // NewServer checks opts and returns a Server that serves streams with h. It
-// does not listen: call Listen (optional) and Serve.
+// fills in the defaults of opts.Config and validates it here, once. It does
+// not listen: call Listen (optional) and Serve.
 func NewServer(opts ServerOptions, h Handler) (*Server, error) {
 	if opts.Identity == nil {
 		return nil, errors.New("tunnel server: no identity")
@@ -129,7 +136,7 @@ func NewServer(opts ServerOptions, h Handler) (*Server, error) {
 	if opts.MaxStreams == 0 {
 		opts.MaxStreams = DefaultMaxStreams
 	}
-	cfg, err := opts.Config.withDefaults()
+	cfg, err := opts.Config.populated()
 	if err != nil {
 		return nil, fmt.Errorf("tunnel server: %w", err)
 	}
@@ -332,7 +339,7 @@ func (s *Server) acceptTCP(ln net.Listener) {
 // handshakeTCP does the relay side of the TLS handshake on a new TCP
 // connection, within Config.HandshakeTimeout, and starts yamux on it.
 func (s *Server) handshakeTCP(raw net.Conn) (conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout.Duration)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
 	defer cancel()
 	tc := tls.Server(raw, s.tlsConf)
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -380,55 +387,62 @@ func (s *Server) startSession(c conn) {
 	go s.serveSession(ss)
 }
 
-// serveSession runs one session: the control handshake within
-// Config.HandshakeTimeout, then the control stream and the stream accept
-// loop until the connection closes.
+// serveSession runs one session: accept, then run until the connection
+// closes.
 func (s *Server) serveSession(ss *serverSession) {
 	defer s.wg.Done()
-	conn := ss.conn
-	up := false
 	defer func() {
 		s.mu.Lock()
 		delete(s.sessions, ss)
-		if up {
+		if ss.peer != nil {
 			s.up--
 		}
 		s.mu.Unlock()
 		s.live.done()
 	}()
+	if err := s.accept(ss); err != nil {
+		return // recorded, and the connection closed
+	}
+	s.run(ss)
+	ss.log.Info("tunnel: edge disconnected", "reason", closeCause(ss.conn))
+}
 
-	// failed records a failed control handshake, unless it failed because
-	// Close began (Close closes the sessions in handshake too).
-	failed := func(err error) {
+// accept does the relay side of the control handshake within
+// Config.HandshakeTimeout: it reads HELLO, checks the protocol version,
+// asks ServerOptions.Authorize about the edge's key and answers WELCOME.
+// Then the session is up. A failure is recorded as a failed session
+// attempt, the connection is closed with a code that says why, and the
+// error is returned.
+func (s *Server) accept(ss *serverSession) error {
+	conn := ss.conn
+	// refuse records a failed control handshake, unless it failed because
+	// Close began (Close closes the sessions in handshake too), and closes
+	// the connection.
+	refuse := func(code closeCode, msg string, err error) error {
 		if s.closing.Err() == nil {
 			s.handshakeFailed(conn.transport(), conn.remoteAddr(), err)
 		}
+		conn.closeWithError(code, msg)
+		return err
 	}
-	ctrl, hello, err := acceptControl(conn, s.cfg.HandshakeTimeout.Duration)
+	ctrl, hello, err := acceptControl(conn, s.cfg.HandshakeTimeout)
 	if err != nil {
-		failed(err)
-		conn.closeWithError(handshakeCloseCode(err), err.Error())
-		return
+		return refuse(handshakeCloseCode(err), err.Error(), err)
 	}
 	conn.attachControl(ctrl)
 	if hello.Version != proto.ProtocolVersion {
 		msg := fmt.Sprintf("unsupported protocol version %d: this relay speaks version %d", hello.Version, proto.ProtocolVersion)
-		failed(fmt.Errorf("%w: edge %q (software %q): %s", errVersion, hello.EdgeName, hello.Software, msg))
-		conn.closeWithError(closeVersion, msg)
-		return
+		return refuse(closeVersion, msg, fmt.Errorf("%w: edge %q (software %q): %s", errVersion, hello.EdgeName, hello.Software, msg))
 	}
 	key, err := conn.peerKey()
 	if err != nil {
-		failed(fmt.Errorf("%w: %w", proto.ErrProtocol, err))
-		conn.closeWithError(closeProtocol, err.Error())
-		return
+		return refuse(closeProtocol, err.Error(), fmt.Errorf("%w: %w", proto.ErrProtocol, err))
 	}
 	name, upstreams, err := s.opts.Authorize(key)
 	if err != nil {
 		// The TLS handshake checked the key; a reload removed it since.
-		failed(&peerError{msg: fmt.Sprintf("edge key %s is not authorized: %v", key, err), sentinel: ErrUnknownPeer, key: key})
-		conn.closeWithError(closeUnauthorized, "edge key not authorized")
-		return
+		return refuse(closeUnauthorized, "edge key not authorized",
+			&peerError{msg: fmt.Sprintf("edge key %s is not authorized: %v", key, err), sentinel: ErrUnknownPeer, key: key})
 	}
 	peer := &Peer{
 		Name:       name,
@@ -446,48 +460,83 @@ func (s *Server) serveSession(ss *serverSession) {
 		MaxStreams: uint64(s.opts.MaxStreams),
 	})
 	if err != nil {
-		failed(fmt.Errorf("edge %s: writing WELCOME: %w", name, err))
-		conn.closeWithError(closeProtocol, "writing WELCOME failed")
-		return
+		return refuse(closeProtocol, "writing WELCOME failed", fmt.Errorf("edge %s: writing WELCOME: %w", name, err))
 	}
+	ss.ctrl = ctrl
+	ss.log = s.log.With("remote", conn.remoteAddr().String(), "transport", conn.transport(), "edge", name, "session", peer.SessionID)
 	s.mu.Lock()
 	s.up++
-	up = true
 	ss.peer = peer
 	s.mu.Unlock()
-	log := s.log.With("remote", conn.remoteAddr().String(), "transport", conn.transport(), "edge", name, "session", peer.SessionID)
-	log.Info("tunnel: edge connected", "key", key, "edge_name", hello.EdgeName, "software", hello.Software)
+	ss.log.Info("tunnel: edge connected", "key", key, "edge_name", hello.EdgeName, "software", hello.Software)
+	return nil
+}
 
-	ctx := conn.context()
-	var wg sync.WaitGroup
+// errSilent: nothing at all arrived from the edge for the idle time.
+var errSilent = errors.New("nothing heard from the edge")
+
+// run serves an accepted session until its connection closes. Its
+// goroutines (the control-stream loop, the GOAWAY writer, the stream
+// acceptor, the silence watch on TCP, and the one that closes the
+// connection) run on one errgroup whose context ends with the connection:
+// the first to fail ends the others, and run returns once all have
+// returned. The handlers of the streams are the Server's goroutines: their
+// contexts end with the session, and Close waits for them.
+func (s *Server) run(ss *serverSession) {
+	conn := ss.conn
+	g, ctx := errgroup.WithContext(conn.context())
 	if conn.transport() == TransportTCP {
 		// QUIC drops a silent peer by its idle timeout; yamux needs this.
-		wg.Go(func() { watchSilence(ctx, conn, s.cfg.idleTimeout()) })
+		g.Go(func() error { return watchSilence(ctx, conn, s.cfg.idleTimeout()) })
 	}
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		err := s.serveControl(conn, ctrl)
-		switch {
-		case closeCause(conn) != nil:
-		case errors.Is(err, io.EOF):
-			conn.closeWithError(closeControlEnded, "edge ended the control stream")
-		default:
-			conn.closeWithError(closeProtocol, fmt.Sprintf("control stream: %v", err))
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		defer close(ss.goawayDone)
-		select {
-		case <-ss.goaway:
-			if err := ctrl.w.WriteMessage(&proto.GoAway{Reason: "relay shutting down"}); err != nil {
-				log.Debug("tunnel: sending GOAWAY failed", "err", err)
-			}
-		case <-ctx.Done():
-		}
-	}()
+	g.Go(func() error { return fmt.Errorf("control stream: %w", s.serveControl(conn, ss.ctrl)) })
+	g.Go(func() error {
+		ss.writeGoAway(ctx)
+		return nil
+	})
+	g.Go(func() error { return s.acceptStreams(ctx, ss) })
+	g.Go(func() error {
+		// The control loop blocks in the connection, not on ctx:
+		// closing the connection is what ends it.
+		<-ctx.Done()
+		endSession(conn, context.Cause(ctx))
+		return nil
+	})
+	g.Wait()
+}
 
+// endSession closes c after its session's first failure, err, with the
+// code that says why, unless c is closed already.
+func endSession(c conn, err error) {
+	switch {
+	case closeCause(c) != nil:
+	case errors.Is(err, errSilent):
+		c.closeWithError(closeSilent, err.Error())
+	case errors.Is(err, io.EOF):
+		c.closeWithError(closeControlEnded, "edge ended the control stream")
+	default:
+		c.closeWithError(closeProtocol, err.Error())
+	}
+}
+
+// writeGoAway writes GOAWAY on the control stream once sendGoAway asks for
+// it, unless ctx ends first, and then closes goawayDone.
+func (ss *serverSession) writeGoAway(ctx context.Context) {
+	defer close(ss.goawayDone)
+	select {
+	case <-ss.goaway:
+		if err := ss.ctrl.w.WriteMessage(&proto.GoAway{Reason: "relay shutting down"}); err != nil {
+			ss.log.Debug("tunnel: sending GOAWAY failed", "err", err)
+		}
+	case <-ctx.Done():
+	}
+}
+
+// acceptStreams hands each stream the edge opens to the Handler, in a
+// goroutine of the Server's, until accepting fails (the connection closed,
+// or ctx ended); it returns why.
+func (s *Server) acceptStreams(ctx context.Context, ss *serverSession) error {
+	conn := ss.conn
 	// Handlers' contexts end with the session, and as soon as Close
 	// begins: a handler that has not started its work yet refuses the
 	// stream then, so that the edge may retry it elsewhere.
@@ -503,7 +552,7 @@ func (s *Server) serveSession(ss *serverSession) {
 	for {
 		st, err := conn.acceptStream(ctx)
 		if err != nil {
-			break
+			return fmt.Errorf("accepting streams: %w", err)
 		}
 		s.counts.accepted.Add(1)
 		s.lastAccept.Store(time.Now().UnixNano())
@@ -517,34 +566,31 @@ func (s *Server) serveSession(ss *serverSession) {
 		s.wg.Add(1)
 		go func() {
 			defer open.Add(-1)
-			s.serveStream(hctx, peer, st, log)
+			s.serveStream(hctx, ss.peer, st, ss.log)
 		}()
 	}
-	wg.Wait()
-	log.Info("tunnel: edge disconnected", "reason", closeCause(conn))
 }
 
-// watchSilence closes c once nothing at all has arrived from the peer for
-// idle, checking four times per idle period, until ctx ends. The edge pings
-// every PingInterval, so a live edge is never silent that long; any other
-// byte heard counts as much as a PING, so a PING held up behind busy
-// streams does not make a live edge look dead.
-func watchSilence(ctx context.Context, c conn, idle time.Duration) {
+// watchSilence returns an error wrapping errSilent once nothing at all has
+// arrived from the peer for idle, checking four times per idle period, or
+// nil when ctx ends. The edge pings every PingInterval, so a live edge is
+// never silent that long; any other byte heard counts as much as a PING, so
+// a PING held up behind busy streams does not make a live edge look dead.
+func watchSilence(ctx context.Context, c conn, idle time.Duration) error {
 	tick := time.NewTicker(idle / 4)
 	defer tick.Stop()
 	last, lastAt := c.heard(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case now := <-tick.C:
 			if h := c.heard(); h != last {
 				last, lastAt = h, now
 				continue
 			}
 			if now.Sub(lastAt) >= idle {
-				c.closeWithError(closeSilent, fmt.Sprintf("nothing heard from the edge for %s", idle))
-				return
+				return fmt.Errorf("%w for %s", errSilent, idle)
 			}
 		}
 	}
@@ -558,7 +604,7 @@ func refuseStream(st stream, msg string) {
 }
 
 // serveControl answers the edge's PINGs and applies its STREAM_RESETs until
-// the control stream fails.
+// the control stream fails, and returns why (never nil).
 func (s *Server) serveControl(c conn, ctrl *controlStream) error {
 	for {
 		m, err := ctrl.r.ReadMessage()

@@ -137,7 +137,7 @@ func TestRelayRefusesUnknownVersion(t *testing.T) {
 func TestRelayHandshakeTimeout(t *testing.T) {
 	edgeID := mustIdentity(t)
 	r := startRelay(t, mustIdentity(t), "127.0.0.1:0", edgeAuth(edgeID.Fingerprint()), echo,
-		func(o *ServerOptions) { o.Config.HandshakeTimeout.Duration = 100 * time.Millisecond })
+		func(o *ServerOptions) { o.Config.HandshakeTimeout = 100 * time.Millisecond })
 	conn := rawDial(t, r, edgeID) // and never send HELLO
 	select {
 	case <-conn.Context().Done():

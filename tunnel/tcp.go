@@ -62,7 +62,7 @@ func yamuxConfig(cfg *Config, log *slog.Logger) *yamux.Config {
 	c.EnableKeepAlive = false
 	c.ConnectionWriteTimeout = yamuxWriteTimeout
 	c.MaxStreamWindowSize = yamuxMaxStreamWindow
-	c.StreamOpenTimeout = cfg.HandshakeTimeout.Duration
+	c.StreamOpenTimeout = cfg.HandshakeTimeout
 	c.StreamCloseTimeout = time.Minute
 	c.LogOutput = nil
 	c.Logger = yamuxLogger{log}

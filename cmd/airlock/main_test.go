@@ -311,10 +311,7 @@ func TestOpenKeyFilesRefused(t *testing.T) {
 		if err := config.Load(path, &cfg); err != nil {
 			return err
 		}
-		if err := prepareEdge(path, &cfg); err != nil {
-			return err
-		}
-		srv, err := edge.NewServer(&cfg, nil)
+		srv, err := newEdge(path, &cfg, nil)
 		if err != nil {
 			return err
 		}
@@ -326,10 +323,7 @@ func TestOpenKeyFilesRefused(t *testing.T) {
 		if err := config.Load(path, &cfg); err != nil {
 			return err
 		}
-		if err := prepareRelay(path, &cfg); err != nil {
-			return err
-		}
-		srv, err := relay.NewServer(&cfg, nil)
+		srv, err := newRelay(path, &cfg, nil)
 		if err != nil {
 			return err
 		}
@@ -436,6 +430,27 @@ func TestDevAdmin(t *testing.T) {
 			if resp.StatusCode != http.StatusOK {
 				t.Errorf("GET %s%s: got status %d, want 200", u, path, resp.StatusCode)
 			}
+		}
+	}
+}
+
+// TestInvalidConfigNamesFile: the roles' servers validate their
+// configurations; the command's error names the file and the key.
+func TestInvalidConfigNamesFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		role, doc, want string
+	}{
+		{"edge", "[tunnel]\nping_interval = \"2s\"\n", "key_file: required"},
+		{"relay", "name = \"r\"\n", "key_file: required"},
+	} {
+		path := filepath.Join(dir, tt.role+".toml")
+		if err := os.WriteFile(path, []byte(tt.doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, _, stderr := runCLI(tt.role, "-config", path)
+		if code != exitError || !strings.Contains(stderr, path+": ") || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%s: got exit %d, stderr %q; want %d naming %s and %q", tt.role, code, stderr, exitError, path, tt.want)
 		}
 	}
 }

@@ -31,10 +31,7 @@ func runEdge(args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer flushLog()
-	if err := prepareEdge(path, &cfg); err != nil {
-		return err
-	}
-	srv, err := edge.NewServer(&cfg, logger)
+	srv, err := newEdge(path, &cfg, logger)
 	if err != nil {
 		return err
 	}
@@ -43,22 +40,24 @@ func runEdge(args []string, _, stderr io.Writer) error {
 		if err := config.Load(path, &c); err != nil {
 			return err
 		}
-		if err := prepareEdge(path, &c); err != nil {
-			return err
-		}
-		return srv.Reload(&c)
+		resolveEdgeFiles(path, &c)
+		return inFile(path, srv.Reload(&c))
 	}
-	return serveUntilSignal(srv, cfg.ShutdownGrace.Duration, reload, logger)
+	return serveUntilSignal(srv, srv.ShutdownGrace(), reload, logger)
 }
 
-// prepareEdge completes an edge config decoded from path and validates it.
-func prepareEdge(path string, cfg *edge.Config) error {
+// newEdge builds the edge of cfg, decoded from path. edge.NewServer fills in
+// the defaults and validates it; its errors name path.
+func newEdge(path string, cfg *edge.Config, logger *slog.Logger) (*edge.Server, error) {
+	resolveEdgeFiles(path, cfg)
+	srv, err := edge.NewServer(cfg, logger)
+	return srv, inFile(path, err)
+}
+
+// resolveEdgeFiles makes the file names of an edge config decoded from path
+// relative to it.
+func resolveEdgeFiles(path string, cfg *edge.Config) {
 	cfg.KeyFile = relativeTo(path, cfg.KeyFile)
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
 }
 
 func runRelay(args []string, _, stderr io.Writer) error {
@@ -68,10 +67,7 @@ func runRelay(args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer flushLog()
-	if err := prepareRelay(path, &cfg); err != nil {
-		return err
-	}
-	srv, err := relay.NewServer(&cfg, logger)
+	srv, err := newRelay(path, &cfg, logger)
 	if err != nil {
 		return err
 	}
@@ -80,17 +76,23 @@ func runRelay(args []string, _, stderr io.Writer) error {
 		if err := config.Load(path, &c); err != nil {
 			return err
 		}
-		if err := prepareRelay(path, &c); err != nil {
-			return err
-		}
-		return srv.Reload(&c)
+		resolveRelayFiles(path, &c)
+		return inFile(path, srv.Reload(&c))
 	}
-	return serveUntilSignal(srv, cfg.ShutdownGrace.Duration, reload, logger)
+	return serveUntilSignal(srv, srv.ShutdownGrace(), reload, logger)
 }
 
-// prepareRelay completes a relay config decoded from path (file names
-// relative to it) and validates it.
-func prepareRelay(path string, cfg *relay.Config) error {
+// newRelay builds the relay of cfg, decoded from path. relay.NewServer fills
+// in the defaults and validates it; its errors name path.
+func newRelay(path string, cfg *relay.Config, logger *slog.Logger) (*relay.Server, error) {
+	resolveRelayFiles(path, cfg)
+	srv, err := relay.NewServer(cfg, logger)
+	return srv, inFile(path, err)
+}
+
+// resolveRelayFiles makes the file names of a relay config decoded from
+// path relative to it.
+func resolveRelayFiles(path string, cfg *relay.Config) {
 	cfg.KeyFile = relativeTo(path, cfg.KeyFile)
 	for i := range cfg.Upstreams {
 		cfg.Upstreams[i].KeyFile = relativeTo(path, cfg.Upstreams[i].KeyFile)
@@ -98,11 +100,14 @@ func prepareRelay(path string, cfg *relay.Config) error {
 			cfg.Upstreams[i].Keys[j].KeyFile = relativeTo(path, cfg.Upstreams[i].Keys[j].KeyFile)
 		}
 	}
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+}
+
+// inFile prefixes err, if any, with the config file's path.
+func inFile(path string, err error) error {
+	if err == nil {
+		return nil
 	}
-	return nil
+	return fmt.Errorf("%s: %w", path, err)
 }
 
 // loadRole parses the flags of `airlock edge|relay` and decodes the config

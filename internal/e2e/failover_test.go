@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/airlock-proxy/airlock/internal/config"
 	"github.com/airlock-proxy/airlock/internal/testkit/devstack"
 	"github.com/airlock-proxy/airlock/internal/testkit/testlog"
 	"github.com/airlock-proxy/airlock/tunnel"
@@ -30,8 +29,8 @@ func startTwoRelays(t *testing.T, transport string) (*devstack.Stack, *testlog.B
 		Transport: transport,
 		Logger:    slog.New(slog.NewJSONHandler(logs, nil)),
 		Tunnel: tunnel.Config{
-			ReconnectMin: config.Duration{Duration: 50 * time.Millisecond},
-			ReconnectMax: config.Duration{Duration: 200 * time.Millisecond},
+			ReconnectMin: 50 * time.Millisecond,
+			ReconnectMax: 200 * time.Millisecond,
 		},
 	})
 	if err != nil {

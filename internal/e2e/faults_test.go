@@ -27,7 +27,6 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/packages/ssestream"
 
-	"github.com/airlock-proxy/airlock/internal/config"
 	"github.com/airlock-proxy/airlock/internal/testkit/connectproxy"
 	"github.com/airlock-proxy/airlock/internal/testkit/devstack"
 	"github.com/airlock-proxy/airlock/internal/testkit/faultproxy"
@@ -39,9 +38,6 @@ import (
 // unroutable is what a Route returns when it could not start its proxy: the
 // edge then never connects, and the test fails on its start bound.
 const unroutable = "127.0.0.1:1"
-
-// dur makes a tunnel.Config duration.
-func dur(d time.Duration) config.Duration { return config.Duration{Duration: d} }
 
 // faultLogs gives a stack a logger into a buffer that is printed if the test
 // fails. Registered before the stack's Close, it prints after it, so the
@@ -321,7 +317,7 @@ func TestUDPBlockedFallsBackToTCP(t *testing.T) {
 	st, took := startFaultStack(t, devstack.Options{
 		Transport: "auto",
 		Tunnel: tunnel.Config{
-			FallbackTimeout: dur(fallback), QUICProbeInterval: dur(probe), Connections: sessions,
+			FallbackTimeout: fallback, QUICProbeInterval: probe, Connections: sessions,
 		},
 		Route: func(u, tc net.Addr) (string, string) {
 			if udp = newUDPFault(t, u.String(), faultproxy.Options{}); udp == nil {
@@ -389,8 +385,8 @@ func TestSilentPartitionIsDetectedAndHeals(t *testing.T) {
 			Transport: transport,
 			Route:     route,
 			Tunnel: tunnel.Config{
-				PingInterval: dur(pingInterval), PingTimeout: dur(pingTimeout),
-				ReconnectMin: dur(50 * time.Millisecond), ReconnectMax: dur(300 * time.Millisecond),
+				PingInterval: pingInterval, PingTimeout: pingTimeout,
+				ReconnectMin: 50 * time.Millisecond, ReconnectMax: 300 * time.Millisecond,
 			},
 		}, 10*time.Second)
 		mustChat(t, st, "before the partition")
@@ -441,7 +437,7 @@ func TestRelayRestartDuringTraffic(t *testing.T) {
 		st, _ := startFaultStack(t, devstack.Options{
 			Transport:    transport,
 			TestUpstream: testupstream.Options{ChunkInterval: 50 * time.Millisecond},
-			Tunnel:       tunnel.Config{ReconnectMin: dur(50 * time.Millisecond), ReconnectMax: dur(reconnectMax)},
+			Tunnel:       tunnel.Config{ReconnectMin: 50 * time.Millisecond, ReconnectMax: reconnectMax},
 		}, 10*time.Second)
 
 		stream := startLongStream(t, st)
@@ -638,7 +634,7 @@ func TestTCPThroughCONNECTProxy(t *testing.T) {
 	bad, err := devstack.Start(ctx, devstack.Options{
 		Transport: "tcp",
 		ProxyURL:  "http://" + user + ":" + wrong + "@" + proxy.Addr(),
-		Tunnel:    tunnel.Config{ReconnectMin: dur(50 * time.Millisecond), ReconnectMax: dur(300 * time.Millisecond)},
+		Tunnel:    tunnel.Config{ReconnectMin: 50 * time.Millisecond, ReconnectMax: 300 * time.Millisecond},
 		Logger:    faultLogs(t),
 	})
 	if err == nil {

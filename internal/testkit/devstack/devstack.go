@@ -161,13 +161,9 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 				Name: "default", BaseURL: st.UpstreamURL, Auth: upstreamAuth, Key: upstreamKey,
 			}},
 		}
-		rcfg.SetDefaults()
-		if err := rcfg.Validate(); err != nil {
-			return nil, fmt.Errorf("dev relay config: %w", err)
-		}
 		r, err := relay.NewServer(rcfg, st.relayLog)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("dev relay config: %w", err)
 		}
 		st.Relays = append(st.Relays, r)
 		st.relayCfgs = append(st.relayCfgs, rcfg)
@@ -193,19 +189,15 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		Identity:    edgeID,
 		Clients:     []edge.ClientConfig{{Name: "dev", KeyHash: clientHash}},
 		Relays:      routes,
-		Tunnel:      opts.Tunnel,
+		Tunnel:      edge.NewTunnelConfig(opts.Tunnel),
 		Transport:   opts.Transport,
 		ProxyURL:    opts.ProxyURL,
 	}
 	if opts.EdgeConfig != nil {
 		opts.EdgeConfig(ecfg)
 	}
-	ecfg.SetDefaults()
-	if err := ecfg.Validate(); err != nil {
-		return nil, fmt.Errorf("dev edge config: %w", err)
-	}
 	if st.Edge, err = edge.NewServer(ecfg, logger.With("role", "edge")); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("dev edge config: %w", err)
 	}
 	if err := st.Edge.Start(ctx); err != nil {
 		return nil, err
