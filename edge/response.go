@@ -6,7 +6,6 @@ package edge
 import (
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 
 	"github.com/airlock-proxy/airlock/edge/usage"
@@ -49,69 +48,62 @@ func (ex *exchange) writeResponseHead(resp *proto.ResponseHead) {
 		ex.meter = usage.NewMeter(src.Get("Content-Type"))
 	}
 	ex.w.WriteHeader(resp.Status)
-	ex.flushUnlessMoreIsHere()
-}
-
-// flushUnlessMoreIsHere flushes what was written to the client unless the
-// next frame has already arrived: then it goes out in the same write. Frames
-// that arrived together leave together, and no frame ever waits for a later
-// one, so an SSE event is never held back.
-func (ex *exchange) flushUnlessMoreIsHere() error {
-	if ex.pr.Ready() {
-		return nil
+	if !ex.pr.Ready() {
+		// The body's first frame has not arrived: the head goes out
+		// now. Otherwise it leaves with that frame, as frames that
+		// arrived together do (proto.Reader.WriteTo).
+		ex.rc.Flush()
 	}
-	return ex.rc.Flush()
 }
 
 // copyResponse writes the response body to the client and flushes whenever
-// no further frame is at hand: each DATA frame reaches the client as soon as
-// it arrives. On a failure it aborts the client connection (it does not
-// return).
+// no further frame is at hand (proto.Reader.WriteTo): each DATA frame
+// reaches the client as soon as it arrives. On a failure it aborts the
+// client connection (it does not return).
 func (ex *exchange) copyResponse() {
-	cb := proto.NewCopyBuffer()
-	defer cb.Release()
-	var send renewal // HTTP/2's write deadline
-	for {
-		buf := cb.Bytes()
-		n, rerr := ex.pr.Read(buf)
-		if n > 0 {
-			if ex.r.ProtoMajor == 2 {
-				// An HTTP/1 connection has this bound in clientConn,
-				// which counts every byte of progress; an HTTP/2
-				// stream can stall on its own flow-control window
-				// while its connection flows, so it gets the stream's
-				// write deadline: a write may take at most
-				// client_send_timeout.
-				send.push(ex.h.sendTimeout, ex.rc.SetWriteDeadline)
-			}
-			nw, werr := ex.w.Write(buf[:n])
-			ex.bytesOut += int64(nw)
-			if ex.meter != nil {
-				ex.meter.Write(buf[:nw])
-			}
-			if werr == nil && nw != n {
-				werr = io.ErrShortWrite
-			}
-			if werr == nil {
-				werr = ex.flushUnlessMoreIsHere()
-			}
-			cb.Grow(n)
-			if werr != nil {
-				ex.abortAfterHead(proto.CodeCancel, fmt.Errorf("%w: %w", errClientWrite, werr))
-			}
-		}
-		if rerr == io.EOF {
-			return
-		}
-		if rerr != nil {
-			code := proto.CodeCancel
-			if errors.Is(rerr, proto.ErrProtocol) {
-				code = proto.CodeProtocol
-			}
-			ex.abortAfterHead(code, fmt.Errorf("reading response: %w", rerr))
-		}
+	n, err := ex.pr.WriteTo(&clientWriter{ex: ex})
+	ex.bytesOut += n
+	if err == nil {
+		return
 	}
+	if sink, ok := errors.AsType[*proto.SinkError](err); ok {
+		ex.abortAfterHead(proto.CodeCancel, fmt.Errorf("%w: %w", errClientWrite, sink.Err))
+	}
+	code := proto.CodeCancel
+	if errors.Is(err, proto.ErrProtocol) {
+		code = proto.CodeProtocol
+	}
+	ex.abortAfterHead(code, fmt.Errorf("reading response: %w", err))
 }
+
+// clientWriter is the response body's way to the client: it renews
+// HTTP/2's write deadline before each write and meters what was written.
+// Its Flush is the ResponseWriter's, which proto.Reader.WriteTo calls when
+// no further frame is at hand.
+type clientWriter struct {
+	ex   *exchange
+	send renewal // HTTP/2's write deadline
+}
+
+func (w *clientWriter) Write(p []byte) (int, error) {
+	ex := w.ex
+	if ex.r.ProtoMajor == 2 {
+		// An HTTP/1 connection has this bound in clientConn, which
+		// counts every byte of progress; an HTTP/2 stream can stall on
+		// its own flow-control window while its connection flows, so it
+		// gets the stream's write deadline: a write may take at most
+		// client_send_timeout.
+		w.send.push(ex.h.sendTimeout, ex.rc.SetWriteDeadline)
+	}
+	n, err := ex.w.Write(p)
+	if ex.meter != nil {
+		ex.meter.Write(p[:n])
+	}
+	return n, err
+}
+
+// Flush sends what was written to the client.
+func (w *clientWriter) Flush() error { return w.ex.rc.Flush() }
 
 // errClientWrite is wrapped by the error of an exchange whose client could
 // not take its response: gone, reset, or stalled past client_send_timeout.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -70,90 +69,20 @@ func (ex *exchange) serveUpgrade(resp *proto.ResponseHead) {
 		early, _ = brw.Reader.Peek(n)
 	}
 
-	up := &upgradeClientCopier{pw: ex.pw, conn: conn, early: early}
-	down := &upgradeStreamCopier{pr: ex.pr, conn: conn}
-	errc := make(chan error, 2)
-	go up.run(errc)
-	go down.run(errc)
-	first := <-errc
-	if first != nil {
-		// One side failed: cut both, so that the other copier returns.
-		conn.Close()
-		ex.s.Abort(proto.CodeCancel)
-	}
-	second := <-errc
-	conn.Close()
+	// From here the pipe owns conn and its goroutines; a failure of
+	// either direction aborts the stream, which ends the other.
+	pipe := &proto.Pipe{Conn: conn, Early: early, W: ex.pw, R: ex.pr,
+		Abort: func(error) { ex.s.Abort(proto.CodeCancel) }}
+	sent, received := pipe.Run()
 	clientStayed := ex.stopWatch()
-	ex.err = errors.Join(first, second)
+	ex.err = errors.Join(sent.Err, received.Err)
 	if ex.err != nil || !clientStayed {
 		ex.s.Abort(proto.CodeCancel)
 	} else {
 		ex.s.Close()
 	}
-	ex.bytesIn += up.n
-	ex.bytesOut += down.n
-}
-
-// upgradeClientCopier copies an upgraded client connection into the stream
-// as DATA frames, one per read, and writes END when the client half-closes.
-type upgradeClientCopier struct {
-	pw    *proto.Writer
-	conn  net.Conn
-	early []byte // bytes read with the request head, sent first
-	n     int64  // valid after run
-}
-
-func (c *upgradeClientCopier) run(errc chan<- error) {
-	if len(c.early) > 0 {
-		if _, err := c.pw.Write(c.early); err != nil {
-			errc <- err
-			return
-		}
-		c.n += int64(len(c.early))
-	}
-	n, err := c.pw.ReadFrom(c.conn)
-	c.n += n
-	if err == nil {
-		err = c.pw.End(nil)
-	}
-	errc <- err
-}
-
-// upgradeStreamCopier copies the relay's DATA frames to the upgraded client
-// connection and half-closes it at END.
-type upgradeStreamCopier struct {
-	pr   *proto.Reader
-	conn net.Conn
-	n    int64 // valid after run
-}
-
-func (c *upgradeStreamCopier) run(errc chan<- error) {
-	cb := proto.NewCopyBuffer()
-	defer cb.Release()
-	for {
-		buf := cb.Bytes()
-		n, rerr := c.pr.Read(buf)
-		if n > 0 {
-			nw, werr := c.conn.Write(buf[:n])
-			c.n += int64(nw)
-			if werr != nil {
-				errc <- fmt.Errorf("writing to the client: %w", werr)
-				return
-			}
-			cb.Grow(n)
-		}
-		if rerr == io.EOF {
-			if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
-				cw.CloseWrite()
-			}
-			errc <- nil
-			return
-		}
-		if rerr != nil {
-			errc <- fmt.Errorf("reading from the relay: %w", rerr)
-			return
-		}
-	}
+	ex.bytesIn += sent.N
+	ex.bytesOut += received.N
 }
 
 // upgradeTracker registers hijacked client connections, which http.Server

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,6 +82,89 @@ func TestUpgrade(t *testing.T) {
 	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
 		t.Errorf("after half-close: %q, %v; want a clean EOF", rest, err)
 	}
+	// The access line counts the bytes that crossed each way, the early
+	// ones included.
+	line := upgradeAccessLine(t, e)
+	for k, want := range map[string]any{
+		"status": float64(101), "end": endComplete,
+		"bytes_in": float64(len("EARLping")), "bytes_out": float64(len("pong(EARL)pong(ping)")),
+	} {
+		if line[k] != want {
+			t.Errorf("access log %s = %v, want %v", k, line[k], want)
+		}
+	}
+	if _, found := line["error"]; found {
+		t.Errorf("access log error = %v, want none", line["error"])
+	}
+}
+
+// upgradeAccessLine waits for the access line of the one exchange of e.
+func upgradeAccessLine(t *testing.T, e *testEdge) map[string]any {
+	t.Helper()
+	waitAccessLines(t, e, 1)
+	for _, l := range e.logs.Lines(t) {
+		if l["msg"] == "request" {
+			return l
+		}
+	}
+	return nil
+}
+
+// TestUpgradeRelayResetClosesClient: a RESET from the relay after the 101
+// cuts the client connection after the bytes sent before it, and the edge
+// aborts its side of the stream.
+func TestUpgradeRelayResetClosesClient(t *testing.T) {
+	relayErr := make(chan error, 1)
+	e := newTestEdge(t, nil, switchedRelay(relayErr, func(r *fakeRelay) {
+		r.w.Write([]byte("hi"))
+		r.w.Reset(proto.CodeUpstreamError, "upstream died")
+	}))
+	_, br, resp := dialUpgrade(t, e, "")
+	if resp.StatusCode != 101 {
+		t.Fatalf("status = %d, want 101", resp.StatusCode)
+	}
+	if got := readN(t, br, 2); got != "hi" {
+		t.Errorf("got %q, want hi", got)
+	}
+	if _, err := br.ReadByte(); err == nil {
+		t.Error("client connection still open after the relay's RESET")
+	}
+	checkRelayCanceled(t, relayErr)
+	line := upgradeAccessLine(t, e)
+	if line["bytes_out"] != float64(2) {
+		t.Errorf("access log bytes_out = %v, want 2", line["bytes_out"])
+	}
+	if msg, _ := line["error"].(string); !strings.Contains(msg, "upstream died") {
+		t.Errorf("access log error = %q, want the relay's RESET", msg)
+	}
+}
+
+// switchedRelay answers an upgrade with 101, runs then (if not nil), and
+// reads the edge's direction to its end, sending how it ended to ended.
+func switchedRelay(ended chan<- error, then func(r *fakeRelay)) relayFunc {
+	return func(t *testing.T, r *fakeRelay) {
+		r.head(t)
+		r.w.WriteResponseHead(&proto.ResponseHead{Status: 101, ContentLength: -1, Header: http.Header{"Upgrade": {"websocket"}}})
+		if then != nil {
+			then(r)
+		}
+		_, err := io.ReadAll(r.r)
+		ended <- err
+	}
+}
+
+// checkRelayCanceled checks that the edge aborted the relay's stream with
+// code cancel.
+func checkRelayCanceled(t *testing.T, ended <-chan error) {
+	t.Helper()
+	select {
+	case err := <-ended:
+		if !isReset(err, proto.CodeCancel) {
+			t.Errorf("relay read error = %v, want a reset with code cancel", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("relay stream not reset")
+	}
 }
 
 func TestUpgradeRefused(t *testing.T) {
@@ -113,12 +197,7 @@ func TestUpgradeRefused(t *testing.T) {
 
 func TestUpgradeClosedOnShutdown(t *testing.T) {
 	relayErr := make(chan error, 1)
-	e := newTestEdge(t, nil, func(t *testing.T, r *fakeRelay) {
-		r.head(t)
-		r.w.WriteResponseHead(&proto.ResponseHead{Status: 101, ContentLength: -1, Header: http.Header{"Upgrade": {"websocket"}}})
-		_, err := io.ReadAll(r.r)
-		relayErr <- err
-	})
+	e := newTestEdge(t, nil, switchedRelay(relayErr, nil))
 	_, br, resp := dialUpgrade(t, e, "")
 	if resp.StatusCode != 101 {
 		t.Fatalf("status = %d, want 101", resp.StatusCode)
@@ -130,14 +209,7 @@ func TestUpgradeClosedOnShutdown(t *testing.T) {
 	if _, err := br.ReadByte(); err == nil {
 		t.Error("client connection still open after shutdown")
 	}
-	select {
-	case err := <-relayErr:
-		if !isReset(err, proto.CodeCancel) {
-			t.Errorf("relay read error = %v, want a reset with code cancel", err)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("relay stream not reset")
-	}
+	checkRelayCanceled(t, relayErr)
 }
 
 func readN(t *testing.T, r io.Reader, n int) string {

@@ -29,8 +29,12 @@
 // length is checked against a limit before anything is allocated: a peer can
 // never make the other side buffer more than [Limits] allows.
 //
-// The package does no I/O beyond the io.Reader and io.Writer it is given, and
-// imports no other package of the project.
+// The package does no I/O beyond the io.Reader and io.Writer it is given (and,
+// for a [Pipe], closing the connection it is given), and imports no other
+// package of the project. It also holds the two copy loops every user of a
+// stream needs, so that they are written once: [Reader.WriteTo] (frames to
+// bytes, flushed frame by frame) and [Pipe] (both ways, for an upgraded
+// connection).
 package proto
 
 // ProtocolVersion is the version of the wire format this package speaks. It is

@@ -95,3 +95,14 @@ func (e *SourceError) Error() string { return "reading body: " + e.Err.Error() }
 
 // Unwrap returns the source's error.
 func (e *SourceError) Unwrap() error { return e.Err }
+
+// SinkError wraps an error from the io.Writer a [Reader.WriteTo] copied to,
+// from its Write or its Flush, so that callers can tell "the destination of
+// the body failed" from "the stream I was reading failed".
+type SinkError struct{ Err error }
+
+// Error implements error.
+func (e *SinkError) Error() string { return "writing body: " + e.Err.Error() }
+
+// Unwrap returns the destination's error.
+func (e *SinkError) Unwrap() error { return e.Err }

@@ -10,8 +10,9 @@ import (
 	"sync"
 )
 
-// CopyBufferSize is the size of the buffers [Writer.ReadFrom] reads into: each
-// read from the source becomes one DATA frame at once.
+// CopyBufferSize is the size of the buffers [Writer.ReadFrom] and
+// [Reader.WriteTo] copy through: each read from the source becomes one DATA
+// frame at once.
 const CopyBufferSize = 32 << 10
 
 // SmallBufferSize is the size of the buffer a copy starts with. A stream that
@@ -414,6 +415,67 @@ func (r *Reader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// WriteTo writes the body to w until END, each DATA frame's bytes as soon
+// as they are read, so that no frame waits for a later one. It implements
+// io.WriterTo, so io.Copy uses it. Its buffer comes from the pool of
+// [CopyBuffer]: small while the body trickles, large once a read fills it.
+//
+// When w has a method Flush() error (a writer that buffers, such as a
+// response writer), WriteTo calls it after a write unless the next frame is
+// already buffered (see [Reader.Ready]): frames that arrived together leave
+// together, and none is held back for one that has not arrived, so an SSE
+// event is never merged with a later one. WriteTo does not flush at END or
+// on a failure: whoever owns w finishes it.
+//
+// WriteTo returns nil at END. Otherwise it returns what Read returned: a
+// *ResetError, an error wrapping [ErrProtocol] or io.ErrUnexpectedEOF, or a
+// failure of the stream; failures of w's Write or Flush are returned wrapped
+// in a [*SinkError]. The count is of the bytes written to w.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	f, _ := w.(flusher)
+	cb := NewCopyBuffer()
+	defer cb.Release()
+	var total int64
+	for {
+		buf := cb.Bytes()
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			nw, werr := w.Write(buf[:n])
+			if nw < 0 || nw > n {
+				nw = 0
+				if werr == nil {
+					werr = errInvalidWrite
+				}
+			}
+			total += int64(nw)
+			if werr == nil && nw < n {
+				werr = io.ErrShortWrite
+			}
+			if werr == nil && f != nil && !r.Ready() {
+				werr = f.Flush()
+			}
+			if werr != nil {
+				return total, &SinkError{Err: werr}
+			}
+			cb.Grow(n)
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// flusher is a destination of [Reader.WriteTo] that buffers what it is
+// written until it is flushed.
+type flusher interface{ Flush() error }
+
+// errInvalidWrite is a Write that claimed more bytes than it was given, or
+// fewer than none (as io.Copy says).
+var errInvalidWrite = errors.New("invalid write result")
+
 // nextBodyFrame reads the next frame header in the body and handles END and
 // RESET, which end the direction.
 func (r *Reader) nextBodyFrame() error {
@@ -496,3 +558,9 @@ func (r *Reader) Ready() bool {
 // Trailer returns the trailers sent with END, or nil. It is valid after Read
 // returned io.EOF.
 func (r *Reader) Trailer() http.Header { return r.trailer }
+
+// Interface guards.
+var (
+	_ io.ReaderFrom = (*Writer)(nil)
+	_ io.WriterTo   = (*Reader)(nil)
+)

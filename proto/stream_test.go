@@ -415,6 +415,7 @@ func TestResetErrorStrings(t *testing.T) {
 		{"message", &ResetError{Code: CodeUpstreamError, Message: "eof"}, "stream reset: upstream_error: eof"},
 		{"unknown code", &ResetError{Code: 42}, "stream reset: code_42"},
 		{"source error", &SourceError{Err: io.ErrClosedPipe}, "reading body: io: read/write on closed pipe"},
+		{"sink error", &SinkError{Err: io.ErrClosedPipe}, "writing body: io: read/write on closed pipe"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

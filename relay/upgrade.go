@@ -3,12 +3,9 @@ package relay
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/airlock-proxy/airlock/internal/hopheader"
 
@@ -41,7 +38,7 @@ func (ex *exchange) switchProtocols(upCtx context.Context, resp *http.Response, 
 		ex.edgeGone(err)
 		return
 	}
-	// From here the copiers see an edge abort in their own reads and
+	// From here the pipe sees an edge abort in its own reads and
 	// writes; the stream's context also ends at a clean half-close, which
 	// must not cut the other direction.
 	ex.stopWatch()
@@ -50,118 +47,49 @@ func (ex *exchange) switchProtocols(upCtx context.Context, resp *http.Response, 
 	stop := context.AfterFunc(upCtx, func() { conn.Close() })
 	defer stop()
 
-	errc := make(chan copyResult, 2)
-	go edgeToUpstream{r: ex.r, conn: conn, n: &ex.bytesIn}.copy(errc)
-	go upstreamToEdge{w: ex.w, conn: conn, n: &ex.bytesOut}.copy(errc)
-	first := <-errc
-	if first.err != nil {
-		conn.Close()
-		ex.s.Abort(first.code)
+	// The first direction to fail aborts the stream with a code that
+	// says which side failed; Run calls Abort on this goroutine.
+	var failed error
+	pipe := &proto.Pipe{Conn: conn, W: ex.w, R: ex.r, Abort: func(err error) {
+		failed = err
+		ex.s.Abort(upgradeResetCode(err))
+	}}
+	sent, received := pipe.Run()
+	ex.bytesIn.Add(received.N)
+	ex.bytesOut.Add(sent.N)
+	if failed != nil {
+		ex.upgradeFailed(upCtx, failed)
+		return
 	}
-	second := <-errc
-	conn.Close()
+	ex.result = "ok"
+	ex.s.Close()
+}
+
+// upgradeResetCode is the code a failed direction of an upgraded exchange
+// aborts the stream with: a failure to read or write the upstream
+// connection is the upstream's, a malformed frame the edge's protocol
+// error, and anything else (a reset or a cut stream) the edge's going away.
+func upgradeResetCode(err error) proto.ResetCode {
+	_, source := errors.AsType[*proto.SourceError](err)
+	_, sink := errors.AsType[*proto.SinkError](err)
 	switch {
-	case first.err != nil:
-		ex.upgradeFailed(upCtx, first)
-	case second.err != nil:
-		ex.s.Abort(second.code)
-		ex.upgradeFailed(upCtx, second)
-	default:
-		ex.result = "ok"
-		ex.s.Close()
+	case source || sink:
+		return proto.CodeUpstreamError
+	case errors.Is(err, proto.ErrProtocol):
+		return proto.CodeProtocol
 	}
+	return proto.CodeCancel
 }
 
 // upgradeFailed records why an upgraded exchange ended abnormally.
-func (ex *exchange) upgradeFailed(upCtx context.Context, r copyResult) {
-	ex.errDetail = r.err.Error()
+func (ex *exchange) upgradeFailed(upCtx context.Context, err error) {
+	ex.errDetail = err.Error()
 	switch {
 	case upCtx.Err() != nil:
 		ex.result = "session_closed"
-	case r.code == proto.CodeUpstreamError:
+	case upgradeResetCode(err) == proto.CodeUpstreamError:
 		ex.result = "upstream_error"
 	default:
 		ex.result = "edge_canceled"
-	}
-}
-
-// copyBufPool holds the buffers of edgeToUpstream copiers.
-var copyBufPool = sync.Pool{New: func() any {
-	b := make([]byte, proto.CopyBufferSize)
-	return &b
-}}
-
-// copyResult is how one direction of an upgraded exchange ended: err is nil
-// after a clean half-close, and code is the reset code to abort the stream
-// with otherwise.
-type copyResult struct {
-	err  error
-	code proto.ResetCode
-}
-
-// edgeToUpstream copies the edge's DATA frames to the upstream connection;
-// the edge's END half-closes the connection.
-type edgeToUpstream struct {
-	r    *proto.Reader
-	conn io.ReadWriteCloser
-	n    *atomic.Int64
-}
-
-func (c edgeToUpstream) copy(errc chan<- copyResult) {
-	bp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bp)
-	buf := *bp
-	for {
-		n, rerr := c.r.Read(buf)
-		if n > 0 {
-			c.n.Add(int64(n))
-			if _, werr := c.conn.Write(buf[:n]); werr != nil {
-				errc <- copyResult{err: fmt.Errorf("writing upstream: %w", werr), code: proto.CodeUpstreamError}
-				return
-			}
-		}
-		if rerr == io.EOF {
-			if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
-				// Best effort: where the connection cannot half-close,
-				// the upgraded protocol has its own close handshake.
-				cw.CloseWrite()
-			}
-			errc <- copyResult{}
-			return
-		}
-		if rerr != nil {
-			code := proto.CodeCancel
-			if errors.Is(rerr, proto.ErrProtocol) {
-				code = proto.CodeProtocol
-			}
-			errc <- copyResult{err: fmt.Errorf("reading edge: %w", rerr), code: code}
-			return
-		}
-	}
-}
-
-// upstreamToEdge copies the upstream connection to DATA frames, one per read;
-// the upstream's EOF becomes END.
-type upstreamToEdge struct {
-	w    *proto.Writer
-	conn io.ReadWriteCloser
-	n    *atomic.Int64
-}
-
-func (c upstreamToEdge) copy(errc chan<- copyResult) {
-	n, err := c.w.ReadFrom(c.conn)
-	c.n.Add(n)
-	var se *proto.SourceError
-	switch {
-	case errors.As(err, &se):
-		errc <- copyResult{err: err, code: proto.CodeUpstreamError}
-	case err != nil:
-		errc <- copyResult{err: err, code: proto.CodeCancel}
-	default:
-		if err := c.w.End(nil); err != nil {
-			errc <- copyResult{err: err, code: proto.CodeCancel}
-			return
-		}
-		errc <- copyResult{}
 	}
 }
