@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"slices"
 	"time"
+
+	"github.com/airlock-proxy/airlock/proto"
 )
 
 // How an exchange ended, for the access log and the usage metrics.
@@ -21,6 +23,9 @@ const (
 
 // end records the finished exchange in the metrics and the access log.
 func (ex *exchange) end() {
+	// Every path that ends the stream releases it; this covers one that
+	// did not (a panic).
+	ex.release(proto.CodeCancel)
 	ex.duration = time.Since(ex.start)
 	switch {
 	case ex.rejection != "":

@@ -26,6 +26,11 @@ import (
 // exchange is one HTTP request carried over one tunnel stream. Its methods
 // run on the request's goroutine; the request body is sent by a
 // requestBodySender goroutine that the exchange waits for before it ends.
+//
+// The exchange owns its stream, and release is the one way it ends: every
+// path that is done with the stream calls it, and ServeHTTP calls it last
+// in case none did. The client-gone watcher and the body sender may abort
+// the stream to wake the exchange, but never release it.
 type exchange struct {
 	h       *handler
 	acc     *access // the access settings when the request started
@@ -45,7 +50,9 @@ type exchange struct {
 	pw        *proto.Writer
 	pr        *proto.Reader
 	stopWatch func() bool // stops the client-gone watcher
-	body      *requestBodySender
+	// released is set once the current stream was ended (release).
+	released bool
+	body     *requestBodySender
 	// replay is the client's body as the senders read it, recorded for a
 	// retry after a refusal; nil for a request without a body.
 	replay *replayBody
@@ -214,7 +221,7 @@ func (ex *exchange) open(avoid []string) bool {
 		})
 		return false
 	}
-	ex.s, ex.peer = s, peer
+	ex.s, ex.peer, ex.released = s, peer, false
 	ex.pw = proto.NewWriter(s, proto.Limits{})
 	ex.pr = proto.NewReader(s, proto.Limits{})
 	// When the client goes away, reset the stream: the relay cancels the
@@ -222,6 +229,35 @@ func (ex *exchange) open(avoid []string) bool {
 	// returns.
 	ex.stopWatch = context.AfterFunc(ex.r.Context(), func() { s.Abort(proto.CodeCancel) })
 	return true
+}
+
+// noReset is release's code for a stream that may end cleanly.
+const noReset proto.ResetCode = 0
+
+// release ends the current stream, once: with a clean Close when code is
+// noReset, the client is still there and the request body went out whole, and
+// with Abort(code) (CodeCancel if code is noReset) otherwise. It stops the
+// client-gone watcher and then the body sender, which an Abort unblocks.
+// It reports whether the client was still there. Without a stream, or
+// after the first call, it does nothing and reports true.
+func (ex *exchange) release(code proto.ResetCode) (clientStayed bool) {
+	if ex.s == nil || ex.released {
+		return true
+	}
+	ex.released = true
+	clientStayed = ex.stopWatch()
+	if code == noReset && (!clientStayed || (ex.body != nil && !ex.body.ended())) {
+		// The client left, or the relay answered before it took the
+		// whole body (an early error): the rest has nowhere to go.
+		code = proto.CodeCancel
+	}
+	if code != noReset {
+		ex.s.Abort(code)
+	} else {
+		ex.s.Close()
+	}
+	ex.stopBody()
+	return clientStayed
 }
 
 // sendRequest writes the request HEAD. A request without a body ends its
@@ -270,9 +306,7 @@ func (ex *exchange) failBeforeHead(err error) {
 	if errors.Is(err, proto.ErrProtocol) {
 		code = proto.CodeProtocol
 	}
-	ex.s.Abort(code)
-	ex.stopWatch()
-	ex.stopBody()
+	ex.release(code)
 	if ex.body != nil && errors.Is(ex.body.err, errBodyTimeout) {
 		// A read error on the client's connection, the body timeout
 		// among them, also ends the request's context: the client is
@@ -352,9 +386,7 @@ func (ex *exchange) abortAfterHead(code proto.ResetCode, err error) {
 	if ex.r.Context().Err() != nil || errors.Is(err, errClientWrite) {
 		ex.endReason = endClientCancel
 	}
-	ex.s.Abort(code)
-	ex.stopWatch()
-	ex.stopBody()
+	ex.release(code)
 	panic(http.ErrAbortHandler)
 }
 
@@ -363,20 +395,9 @@ func (ex *exchange) finish() {
 	for k, vv := range ex.pr.Trailer() {
 		ex.w.Header()[http.TrailerPrefix+k] = vv
 	}
-	clientStayed := ex.stopWatch()
 	ex.endReason = endComplete
-	if !clientStayed {
+	if !ex.release(noReset) {
 		ex.endReason = endClientCancel
-	}
-	if ex.body != nil && !ex.body.ended() {
-		// The relay answered before it took the whole body (an early
-		// error); the rest of the body has nowhere to go.
-		ex.s.Abort(proto.CodeCancel)
-		ex.stopBody()
-		return
-	}
-	if clientStayed {
-		ex.s.Close()
 	}
 }
 

@@ -65,23 +65,26 @@ func refused(err error) bool {
 // again from its start. It reports false when that cannot be done: the
 // client left, its body failed, or more of it than maxReplay was read.
 func (ex *exchange) rewind() bool {
-	ex.s.Abort(proto.CodeCancel)
-	ex.stopWatch()
 	if b := ex.body; b != nil {
 		// The sender returns once its next write fails; a read of the
-		// client's body in progress completes first.
+		// client's body in progress completes first. The stream is
+		// aborted to make that write fail, and released (which would
+		// cut the read) only if the client leaves meanwhile.
+		ex.s.Abort(proto.CodeCancel)
 		select {
 		case <-b.done:
 		case <-ex.r.Context().Done():
-			ex.stopBody()
+			ex.release(proto.CodeCancel)
 			return false
 		}
 		var se *proto.SourceError
 		if errors.As(b.err, &se) {
+			ex.release(proto.CodeCancel)
 			return false
 		}
 		ex.body = nil
 	}
+	ex.release(proto.CodeCancel)
 	if ex.r.Context().Err() != nil {
 		return false
 	}

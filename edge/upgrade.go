@@ -38,8 +38,7 @@ func (ex *exchange) serveUpgrade(resp *proto.ResponseHead) {
 	ex.status = http.StatusSwitchingProtocols
 	if !ex.h.upgrades.add(conn) {
 		conn.Close()
-		ex.s.Abort(proto.CodeCancel)
-		ex.stopWatch()
+		ex.release(proto.CodeCancel)
 		ex.err = errShuttingDown
 		return
 	}
@@ -57,8 +56,7 @@ func (ex *exchange) serveUpgrade(resp *proto.ResponseHead) {
 	if err := brw.Flush(); err != nil {
 		ex.err = fmt.Errorf("writing the 101 response: %w", err)
 		conn.Close()
-		ex.s.Abort(proto.CodeCancel)
-		ex.stopWatch()
+		ex.release(proto.CodeCancel)
 		return
 	}
 	// Bytes the client sent right after its request head are already in
@@ -74,13 +72,12 @@ func (ex *exchange) serveUpgrade(resp *proto.ResponseHead) {
 	pipe := &proto.Pipe{Conn: conn, Early: early, W: ex.pw, R: ex.pr,
 		Abort: func(error) { ex.s.Abort(proto.CodeCancel) }}
 	sent, received := pipe.Run()
-	clientStayed := ex.stopWatch()
 	ex.err = errors.Join(sent.Err, received.Err)
-	if ex.err != nil || !clientStayed {
-		ex.s.Abort(proto.CodeCancel)
-	} else {
-		ex.s.Close()
+	code := noReset
+	if ex.err != nil {
+		code = proto.CodeCancel
 	}
+	ex.release(code)
 	ex.bytesIn += sent.N
 	ex.bytesOut += received.N
 }

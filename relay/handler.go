@@ -217,6 +217,9 @@ func (h *Handler) ServeStream(ctx context.Context, peer *tunnel.Peer, s tunnel.S
 		// and could not tell that it may retry.
 		<-refused
 	}
+	// Every path that ends the stream releases it; this covers one that
+	// did not.
+	ex.release(proto.CodeCancel)
 	h.metrics.observe(ex)
 	ex.log(ctx)
 }
@@ -248,6 +251,8 @@ type exchange struct {
 	// stopWatch stops the callback that cancels the upstream call when the
 	// edge aborts the stream; nil before the upstream call.
 	stopWatch func() bool
+	// released is set by the first release: the stream has been ended.
+	released atomic.Bool
 
 	// For the log line.
 	start          time.Time
@@ -391,7 +396,7 @@ func (ex *exchange) readHead() (*proto.RequestHead, bool) {
 	head, err := ex.r.ReadRequestHead()
 	if !timer.Stop() {
 		ex.result = "head_timeout"
-		ex.s.Abort(proto.CodeProtocol)
+		ex.release(proto.CodeProtocol)
 		return nil, false
 	}
 	if err == nil {
@@ -406,14 +411,14 @@ func (ex *exchange) readHead() (*proto.RequestHead, bool) {
 	switch {
 	case errors.As(err, &rst):
 		ex.result = "edge_reset"
-		ex.s.Abort(proto.CodeCancel)
+		ex.release(proto.CodeCancel)
 	case errors.Is(err, proto.ErrProtocol):
 		ex.result = "protocol_error"
 		ex.w.Reset(proto.CodeProtocol, "airlock relay: bad request head")
-		ex.closeStream()
+		ex.release(noReset)
 	default:
 		ex.result = "edge_error"
-		ex.s.Abort(proto.CodeCancel)
+		ex.release(proto.CodeCancel)
 	}
 	return nil, false
 }
@@ -442,7 +447,7 @@ func (ex *exchange) judgeKey(up *upstream, resp *http.Response) {
 func (ex *exchange) refuse() {
 	ex.status = http.StatusServiceUnavailable
 	ex.w.Reset(proto.CodeRefused, "airlock relay: shutting down; the request was not sent upstream")
-	ex.s.Close()
+	ex.release(noReset)
 }
 
 // respond streams a non-101 response to the edge.
@@ -475,7 +480,7 @@ func (ex *exchange) respond(upCtx context.Context, resp *http.Response) {
 		ex.result = "upstream_error"
 		ex.errDetail = errDetail(se.Err)
 		ex.w.Reset(proto.CodeUpstreamError, fmt.Sprintf("airlock relay: upstream %q failed mid-response", ex.upstream))
-		ex.closeStream()
+		ex.release(noReset)
 		return
 	}
 	// Closing the body fills in the trailers (checklist item 10).
@@ -488,11 +493,11 @@ func (ex *exchange) respond(upCtx context.Context, resp *http.Response) {
 		ex.result = "upstream_error"
 		ex.errDetail = err.Error()
 		ex.w.Reset(proto.CodeUpstreamError, "airlock relay: the upstream's trailers are too large")
-		ex.closeStream()
+		ex.release(noReset)
 		return
 	}
 	ex.result = "ok"
-	ex.closeStream()
+	ex.release(noReset)
 }
 
 // fail answers with an OpenAI-shaped error response and ends the stream.
@@ -503,7 +508,7 @@ func (ex *exchange) fail(e *apiError) {
 		ex.edgeGone(err)
 		return
 	}
-	ex.closeStream()
+	ex.release(noReset)
 }
 
 // canceled reports whether the upstream context ended because of the edge or
@@ -528,7 +533,7 @@ func (ex *exchange) canceled(upCtx context.Context) bool {
 	default:
 		ex.result = "session_closed"
 	}
-	ex.s.Abort(code)
+	ex.release(code)
 	return true
 }
 
@@ -540,17 +545,30 @@ func (ex *exchange) edgeGone(err error) {
 	}
 	ex.result = "edge_gone"
 	ex.errDetail = err.Error()
-	ex.s.Abort(proto.CodeCancel)
+	ex.release(proto.CodeCancel)
 }
 
-// closeStream ends a completed exchange. The watch on the stream's context
-// stops first: closing our send side ends that context too, and that is not
-// the edge aborting.
-func (ex *exchange) closeStream() {
+// noReset is release's code for a stream that ends cleanly.
+const noReset proto.ResetCode = 0
+
+// release ends the stream, once: Close when code is noReset (after END, or
+// a RESET or error answer written in-band), Abort(code) otherwise. The
+// watch on the stream's context stops first: closing our send side ends
+// that context too, and that is not the edge aborting. Every path that is
+// done with the stream calls it, and ServeStream calls it last in case none
+// did; a refusal may call it from the session's goroutine.
+func (ex *exchange) release(code proto.ResetCode) {
+	if !ex.released.CompareAndSwap(false, true) {
+		return
+	}
 	if ex.stopWatch != nil {
 		ex.stopWatch()
 	}
-	ex.s.Close()
+	if code == noReset {
+		ex.s.Close()
+	} else {
+		ex.s.Abort(code)
+	}
 }
 
 // log writes the exchange's one log line. It never logs bodies, keys or

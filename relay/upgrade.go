@@ -52,7 +52,7 @@ func (ex *exchange) switchProtocols(upCtx context.Context, resp *http.Response, 
 	var failed error
 	pipe := &proto.Pipe{Conn: conn, W: ex.w, R: ex.r, Abort: func(err error) {
 		failed = err
-		ex.s.Abort(upgradeResetCode(err))
+		ex.release(upgradeResetCode(err))
 	}}
 	sent, received := pipe.Run()
 	ex.bytesIn.Add(received.N)
@@ -62,7 +62,7 @@ func (ex *exchange) switchProtocols(upCtx context.Context, resp *http.Response, 
 		return
 	}
 	ex.result = "ok"
-	ex.s.Close()
+	ex.release(noReset)
 }
 
 // upgradeResetCode is the code a failed direction of an upgraded exchange
