@@ -239,6 +239,16 @@ func (c *clientConn) Close() error {
 	return c.Conn.Close()
 }
 
+// CloseWrite half-closes the connection where the one below can (TCP): the
+// client reads EOF and may still send. proto.Pipe half-closes an upgraded
+// exchange's hijacked connection this way at the relay's END.
+func (c *clientConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
 // connKey is the context key under which a request finds its clientConn.
 type connKey struct{}
 
@@ -254,4 +264,6 @@ func withConn(ctx context.Context, c net.Conn) context.Context {
 var (
 	_ net.Listener = (*clientListener)(nil)
 	_ net.Conn     = (*clientConn)(nil)
+
+	_ interface{ CloseWrite() error } = (*clientConn)(nil)
 )

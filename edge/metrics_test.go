@@ -144,13 +144,19 @@ func TestAccessLogEndReason(t *testing.T) {
 		name  string
 		relay relayFunc
 		key   string
+		leave bool // the client goes away after the first event
 		want  string
 	}{
-		{"complete", okRelay, aliceKey, endComplete},
-		{"rejected", okRelay, "wrong", endRejected},
-		{"upstream cut", cutRelay, aliceKey, endUpstreamError},
-		{"client gone", holdRelay, aliceKey, endClientCancel},
-		{"client gone after [DONE]", doneThenHold, aliceKey, endComplete},
+		{"complete", okRelay, aliceKey, false, endComplete},
+		{"rejected", okRelay, "wrong", false, endRejected},
+		// The client stays to the end of the body: it sees the cut only
+		// after the edge has taken the RESET and chosen the end reason.
+		// A client that left after the first event could race the RESET
+		// (the edge flushes a DATA frame that arrives on its own) and
+		// make it client_cancel.
+		{"upstream cut", cutRelay, aliceKey, false, endUpstreamError},
+		{"client gone", holdRelay, aliceKey, true, endClientCancel},
+		{"client gone after [DONE]", doneThenHold, aliceKey, true, endComplete},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newTestEdge(t, nil, tt.relay)
@@ -159,10 +165,16 @@ func TestAccessLogEndReason(t *testing.T) {
 			req.Header.Set("Authorization", "Bearer "+tt.key)
 			resp, err := e.srv.Client().Do(req)
 			if err == nil {
-				bufio.NewReader(resp.Body).ReadString('\n') // the first event, if any
-				cancel()
-				io.Copy(io.Discard, resp.Body)
+				br := bufio.NewReader(resp.Body)
+				if tt.leave {
+					br.ReadString('\n') // the first event
+					cancel()
+				}
+				_, err = io.Copy(io.Discard, br)
 				resp.Body.Close()
+				if tt.want == endUpstreamError && err == nil {
+					t.Error("the client read the cut body to a clean end")
+				}
 			}
 			cancel()
 			var got string
