@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"runtime/metrics"
 	"strings"
 	"testing"
 	"time"
@@ -66,24 +67,40 @@ func startBenchStack(tb testing.TB, transport string) *devstack.Stack {
 // BenchmarkSmallRequest measures one small request (GET /models) through
 // edge, tunnel and relay, all in this process, over QUIC and over TCP, next
 // to the same request sent to the upstream directly. The difference is
-// airlock's added latency and allocations without cross-process scheduling
-// (scripts/bench measures it with three processes). Run with -benchmem.
+// airlock's added latency, allocations and goroutines without
+// cross-process scheduling (scripts/bench measures it with three
+// processes). Run with -benchmem; goroutines/op counts the goroutines
+// created per request, by client, edge, relay and upstream together
+// (runtime/metrics /sched/goroutines-created:goroutines).
 func BenchmarkSmallRequest(b *testing.B) {
 	for _, transport := range transports {
 		b.Run(transport, func(b *testing.B) {
 			st := startBenchStack(b, transport)
-			r := newSmallRequester(b, st.EdgeURL, st.ClientKey)
-			for b.Loop() {
-				r.do(b)
-			}
+			loopSmallRequests(b, newSmallRequester(b, st.EdgeURL, st.ClientKey))
 		})
 	}
 	r := newSmallRequester(b, startDirect(b), "unused")
-	b.Run("direct", func(b *testing.B) {
-		for b.Loop() {
-			r.do(b)
-		}
-	})
+	b.Run("direct", func(b *testing.B) { loopSmallRequests(b, r) })
+}
+
+// loopSmallRequests sends r's request b.N times and reports goroutines/op.
+func loopSmallRequests(b *testing.B, r *smallRequester) {
+	before := goroutinesCreated(b)
+	for b.Loop() {
+		r.do(b)
+	}
+	b.ReportMetric(float64(goroutinesCreated(b)-before)/float64(b.N), "goroutines/op")
+}
+
+// goroutinesCreated returns how many goroutines this process has created
+// since it started.
+func goroutinesCreated(tb testing.TB) uint64 {
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		tb.Fatalf("runtime/metrics has no %s", s[0].Name)
+	}
+	return s[0].Value.Uint64()
 }
 
 // maxAddedAllocs bounds what the edge and the relay together allocate for

@@ -11,7 +11,9 @@ package metrics
 
 import (
 	"net/http"
+	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -30,12 +32,31 @@ var DurationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 // first byte, overhead, round trips), in seconds: from 0.5 ms to 10 minutes.
 var LatencyBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
 
+// RuntimeCounters are the runtime/metrics counters the Go collector exports
+// besides its defaults, so that a benchmark can count what one request
+// costs a process (issue 9; scripts/loadgen scrapes them): goroutines
+// created (go_sched_goroutines_created_goroutines_total) and heap
+// allocations in objects and bytes (go_gc_heap_allocs_objects_total,
+// go_gc_heap_allocs_bytes_total). Each is one cumulative counter, read at
+// scrape time.
+var RuntimeCounters = []string{"/sched/goroutines-created:goroutines", "/gc/heap/allocs:objects", "/gc/heap/allocs:bytes"}
+
 // NewRegistry returns an empty registry with the Go runtime and process
-// collectors.
+// collectors. The Go collector exports its defaults and RuntimeCounters.
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(newGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
+}
+
+// newGoCollector returns the Go runtime collector with RuntimeCounters.
+func newGoCollector() prometheus.Collector {
+	names := make([]string, len(RuntimeCounters))
+	for i, n := range RuntimeCounters {
+		names[i] = regexp.QuoteMeta(n)
+	}
+	only := regexp.MustCompile(`^(` + strings.Join(names, "|") + `)$`)
+	return collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.GoRuntimeMetricsRule{Matcher: only}))
 }
 
 // Handler serves reg's metrics in the Prometheus text format (or

@@ -35,6 +35,18 @@ type benchConfig struct {
 	NginxEdgePID, NginxRelayPID int
 	// NginxSkipped says why the nginx chain is not measured, for the report.
 	NginxSkipped string
+	// EdgeMetrics and RelayMetrics are the URLs of the edge's and the
+	// relay's Prometheus /metrics (on their admin listeners), scraped for
+	// the Go runtime counters; empty leaves a role out.
+	EdgeMetrics, RelayMetrics string
+	// TunnelTransport is the edge's tunnel transport, "quic", "tcp" or
+	// "auto": only a QUIC tunnel's packets are counted.
+	TunnelTransport string
+	// PerfStat counts the edge's and the relay's syscalls, and the
+	// tunnel's packets, with perf stat when perf works here.
+	PerfStat bool
+	// perfEvents are the events perf stat counts here, set by checkPerf.
+	perfEvents []perfEvent
 	// Scenarios are the scenarios to run, in scenarioNames order.
 	Scenarios []string
 	// Latency, Throughput, SSE, BulkBytes and Hold size the scenarios.
@@ -52,7 +64,7 @@ type benchConfig struct {
 	// Quick marks smoke-test sizes.
 	Quick bool
 
-	directKeyEnv, nginxKeyEnv, airlockKeyEnv, scenarios string // raw flag values
+	directKeyEnv, nginxKeyEnv, airlockKeyEnv, scenarios, edgeAdmin, relayAdmin string // raw flag values
 }
 
 // quickDefaults are the scenario sizes -quick uses for flags not given
@@ -92,6 +104,10 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	fs.IntVar(&cfg.NginxEdgePID, "nginx-edge-pid", 0, "edge nginx master process `id`, counted with its workers, for RSS and CPU (0: not measured)")
 	fs.IntVar(&cfg.NginxRelayPID, "nginx-relay-pid", 0, "relay nginx master process `id`, counted with its workers, for RSS and CPU (0: not measured)")
 	fs.StringVar(&cfg.NginxSkipped, "nginx-skipped", "", "why the nginx chain is not measured (`text` for the report; with -nginx empty)")
+	fs.StringVar(&cfg.edgeAdmin, "edge-admin", "", "edge admin listener `address` (host:port or base URL), whose /metrics has the Go runtime counters (empty: not read)")
+	fs.StringVar(&cfg.relayAdmin, "relay-admin", "", "relay admin listener `address` (host:port or base URL), whose /metrics has the Go runtime counters (empty: not read)")
+	fs.StringVar(&cfg.TunnelTransport, "tunnel-transport", "quic", "the edge's tunnel `transport`, quic, tcp or auto (a TCP tunnel's packets are not counted)")
+	fs.BoolVar(&cfg.PerfStat, "perf-stat", true, "count the edge's and the relay's syscalls and UDP datagrams with perf stat, when perf works here")
 	fs.StringVar(&cfg.scenarios, "scenarios", strings.Join(scenarioNames, ","), "comma-separated `list` of scenarios to run")
 
 	fs.StringVar(&cfg.Latency.Path, "latency-path", "/models", "small GET request `path` below the base URL (latency, throughput)")
@@ -177,8 +193,24 @@ func (cfg *benchConfig) finish() error {
 	case cfg.Hold.Streams < 1 || cfg.Hold.Timeout <= 0:
 		return fmt.Errorf("-hold-streams and -hold-timeout must be positive")
 	}
+	if !slices.Contains([]string{"quic", "tcp", "auto"}, cfg.TunnelTransport) {
+		return fmt.Errorf("-tunnel-transport: %q, want quic, tcp or auto", cfg.TunnelTransport)
+	}
+	cfg.EdgeMetrics, cfg.RelayMetrics = metricsURL(cfg.edgeAdmin), metricsURL(cfg.relayAdmin)
 	cfg.Throughput.Path = cfg.Latency.Path
 	return nil
+}
+
+// metricsURL returns the /metrics URL of an admin listener given as
+// host:port or as a base URL; empty stays empty.
+func metricsURL(admin string) string {
+	if admin == "" {
+		return ""
+	}
+	if !strings.Contains(admin, "://") {
+		admin = "http://" + admin
+	}
+	return strings.TrimSuffix(admin, "/") + "/metrics"
 }
 
 // targets returns the targets measured in this run, in the order each
@@ -218,6 +250,65 @@ func (cfg *benchConfig) procs(t target, roles ...string) []proc {
 	return out
 }
 
+// watch returns what is read about the processes that serve t among roles
+// around a measured phase: their CPU time and context switches; with perf,
+// the edge's and the relay's syscalls and, for airlock, UDP datagrams read;
+// airlock's Go runtime counters; and the UDP counters of /proc/net/snmp.
+func (cfg *benchConfig) watch(t target, roles ...string) watch {
+	w := watch{Procs: cfg.procs(t, roles...), Metrics: map[string]string{}, Net: true}
+	for _, p := range w.Procs {
+		if p.Name == "edge" || p.Name == "relay" {
+			w.Perf = append(w.Perf, p.Name)
+		}
+	}
+	for _, e := range cfg.perfEvents {
+		if e != udpRecvEvent || t.Name == nameAirlock {
+			w.PerfEvents = append(w.PerfEvents, e)
+		}
+	}
+	if t.Name == nameAirlock {
+		for role, url := range map[string]string{"edge": cfg.EdgeMetrics, "relay": cfg.RelayMetrics} {
+			if url != "" && slices.Contains(roles, role) {
+				w.Metrics[role] = url
+			}
+		}
+	}
+	return w
+}
+
+// checkPerf sets the events perf stat counts in the latency and the
+// throughput scenarios, those of syscallEvent and (with a tunnel that may
+// be QUIC) udpRecvEvent that it can count here, and says in the report,
+// once, what it counts and why it does not count the others.
+func (cfg *benchConfig) checkPerf(ctx context.Context, rep *report) {
+	if !slices.Contains(cfg.Scenarios, "latency") && !slices.Contains(cfg.Scenarios, "throughput") {
+		return
+	}
+	if !cfg.PerfStat {
+		rep.notef("perf stat: not run (-perf-stat=false): no syscalls; tunnel packets from /proc/net/snmp")
+		return
+	}
+	want := []perfEvent{syscallEvent}
+	if cfg.TunnelTransport != "tcp" {
+		want = append(want, udpRecvEvent)
+	}
+	ok, why := probePerf(ctx, want)
+	cfg.perfEvents = ok
+	var names []string
+	for _, e := range ok {
+		names = append(names, e.Name)
+	}
+	if len(ok) > 0 {
+		rep.notef("perf stat: counts %s of the edge and the relay during each measured phase", strings.Join(names, " and "))
+	}
+	for _, w := range why {
+		rep.notef("perf stat cannot count %s", w)
+	}
+}
+
+// countsUDP reports whether perf counts the tunnel's packets.
+func (cfg *benchConfig) countsUDP() bool { return slices.Contains(cfg.perfEvents, udpRecvEvent) }
+
 // runBench is `loadgen bench`: it runs the chosen scenarios and prints the
 // report. It fails when any measurement failed, after printing the rest.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -229,6 +320,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer cancel()
 
 	rep := newReport(cfg)
+	cfg.checkPerf(ctx, rep)
 	for _, s := range cfg.Scenarios {
 		if ctx.Err() != nil {
 			rep.fail(s, "all", ctx.Err())
@@ -292,20 +384,41 @@ func (rs *results[T]) of(name string) *outcome[T] {
 // figure does not apply, a failed cell when o failed (with partial, only
 // when f has no figure).
 func cellOf[T any](o outcome[T], partial bool, f func(T) (float64, bool)) *cell {
+	return cellWith(o, partial, func(v T) (cell, bool) {
+		x, ok := f(v)
+		return cell{Value: x}, ok
+	})
+}
+
+// partsCellOf is cellOf for a figure in parts (e.g. the edge's and the
+// relay's), whose sum is the cell's value.
+func partsCellOf[T any](o outcome[T], partial bool, f func(T) ([]float64, bool)) *cell {
+	return cellWith(o, partial, func(v T) (cell, bool) {
+		parts, ok := f(v)
+		var sum float64
+		for _, x := range parts {
+			sum += x
+		}
+		return cell{Value: sum, Parts: parts}, ok
+	})
+}
+
+// cellWith is cellOf for any cell f makes.
+func cellWith[T any](o outcome[T], partial bool, f func(T) (cell, bool)) *cell {
 	switch {
 	case !o.ran:
 		return nil
 	case o.err != nil && !partial:
 		return &cell{Failed: true}
 	}
-	v, ok := f(o.v)
+	c, ok := f(o.v)
 	switch {
 	case !ok && o.err != nil:
 		return &cell{Failed: true}
 	case !ok:
 		return nil
 	}
-	return &cell{Value: v}
+	return &c
 }
 
 // fill sets r's three cells from f of each target's outcome.
@@ -313,6 +426,15 @@ func (rs results[T]) fill(r row, f func(T) (float64, bool)) row {
 	r.Direct = cellOf(rs.Direct, rs.partial, f)
 	r.Nginx = cellOf(rs.Nginx, rs.partial, f)
 	r.Airlock = cellOf(rs.Airlock, rs.partial, f)
+	return r
+}
+
+// fillParts sets r's three cells from f of each target's outcome, a figure
+// in the parts r.Parts names.
+func (rs results[T]) fillParts(r row, f func(T) ([]float64, bool)) row {
+	r.Direct = partsCellOf(rs.Direct, rs.partial, f)
+	r.Nginx = partsCellOf(rs.Nginx, rs.partial, f)
+	r.Airlock = partsCellOf(rs.Airlock, rs.partial, f)
 	return r
 }
 
@@ -347,7 +469,7 @@ func microseconds(d time.Duration) float64 { return float64(d) / float64(time.Mi
 func benchLatency(ctx context.Context, cfg *benchConfig, rep *report) {
 	rs := onTargets(ctx, rep, "latency", cfg.targets(), func(ctx context.Context, t target) (latencyResult, error) {
 		p := cfg.Latency
-		p.Procs = cfg.procs(t, "edge", "relay")
+		p.Watch = cfg.watch(t, "edge", "relay")
 		return measureLatency(ctx, t, p)
 	})
 	name := fmt.Sprintf("small request latency (GET %s, c=1, n=%d)", cfg.Latency.Path, cfg.Latency.N)
@@ -366,16 +488,17 @@ func benchLatency(ctx context.Context, cfg *benchConfig, rep *report) {
 	}
 	rep.addIfAny(rs.fill(row{ID: "latency_cpu_per_request_edge_relay", Name: "  CPU per request: edge + relay", Unit: "µs", Compare: compareDelta},
 		func(r latencyResult) (float64, bool) {
-			d, ok := r.cpuPerRequest("edge", "relay")
+			d, ok := r.Phase.cpuPerRequest(r.requests(), "edge", "relay")
 			return microseconds(d), ok
 		}))
+	addCountRows(rep, cfg, "latency", rs, func(r latencyResult) (phase, int64) { return r.Phase, r.requests() })
 }
 
 func benchThroughput(ctx context.Context, cfg *benchConfig, rep *report) {
 	p := cfg.Throughput
 	rs := onTargets(ctx, rep, "throughput", cfg.targets(), func(ctx context.Context, t target) (throughputResult, error) {
 		p := p
-		p.Procs = cfg.procs(t, "edge", "relay", "upstream")
+		p.Watch = cfg.watch(t, "edge", "relay", "upstream")
 		return measureThroughput(ctx, t, p)
 	})
 	rep.add(rs.fill(row{
@@ -397,9 +520,92 @@ func benchThroughput(ctx context.Context, cfg *benchConfig, rep *report) {
 	} {
 		rep.addIfAny(rs.fill(row{ID: "cpu_per_request_" + c.id, Name: "  CPU per request: " + c.label, Unit: "µs", Compare: compareDelta},
 			func(r throughputResult) (float64, bool) {
-				d, ok := r.cpuPerRequest(c.names...)
+				d, ok := r.Phase.cpuPerRequest(r.requests(), c.names...)
 				return microseconds(d), ok
 			}))
+	}
+	addCountRows(rep, cfg, "throughput", rs, func(r throughputResult) (phase, int64) { return r.Phase, r.requests() })
+}
+
+// countRows are the per-request rows of the edge's and the relay's
+// counters (issue 9), with their ID part, label, unit, counter and scale.
+// The syscalls row shows even without figures, as "-" with a note saying
+// why perf did not count.
+var countRows = []struct {
+	id, label, unit, name string
+	scale                 float64
+}{
+	{"context_switches", "context switches", "/req", countCtxSwitches, 1},
+	{"syscalls", "syscalls", "/req", countSyscalls, 1},
+	{"goroutines", "goroutines created", "/req", countGoroutines, 1},
+	{"allocs", "heap allocations", "/req", countAllocs, 1},
+	{"alloc_kib", "heap allocated", "KiB", countAllocBytes, 1.0 / 1024},
+}
+
+// addCountRows adds a scenario's rows of what the edge and the relay did
+// per request (context switches, syscalls, goroutines created, heap
+// allocations) and of the tunnel's packets, and notes what could not be
+// read. of returns a result's measured phase and its number of requests.
+func addCountRows[T any](rep *report, cfg *benchConfig, scenario string, rs results[T], of func(T) (phase, int64)) {
+	roles := []string{"edge", "relay"}
+	for _, c := range countRows {
+		add := rep.addIfAny
+		if c.name == countSyscalls {
+			add = rep.add
+		}
+		add(rs.fillParts(row{
+			ID: scenario + "_" + c.id + "_per_request", Name: "  per request: " + c.label + " (edge / relay)",
+			Unit: c.unit, Parts: roles, Compare: compareDelta,
+		}, func(v T) ([]float64, bool) {
+			ph, n := of(v)
+			parts := make([]float64, len(roles))
+			for i, role := range roles {
+				x, ok := ph.Counts.perRequest(n, role, c.name)
+				if !ok {
+					return nil, false
+				}
+				parts[i] = x * c.scale
+			}
+			return parts, true
+		}))
+	}
+	switch {
+	case cfg.TunnelTransport == "tcp":
+	case cfg.countsUDP():
+		// What the edge sends, the relay reads, and the other way round.
+		rep.addIfAny(row{ID: scenario + "_tunnel_packets_per_request", Name: "  per request: tunnel packets sent / received (edge)", Unit: "/req",
+			Parts: []string{"sent", "received"}, Airlock: partsCellOf(rs.Airlock, false, func(v T) ([]float64, bool) {
+				ph, n := of(v)
+				sent, ok1 := ph.Counts.perRequest(n, "relay", countUDPRecv)
+				received, ok2 := ph.Counts.perRequest(n, "edge", countUDPRecv)
+				return []float64{sent, received}, ok1 && ok2
+			})})
+	default:
+		rep.addIfAny(row{ID: scenario + "_tunnel_packets_per_request", Name: "  per request: tunnel packets, both ways (UDP datagrams on loopback)", Unit: "/req",
+			Airlock: cellOf(rs.Airlock, false, func(v T) (float64, bool) {
+				ph, n := of(v)
+				return ph.Counts.perRequest(n, roleNet, countUDPIn)
+			})})
+	}
+	for _, t := range cfg.targets() {
+		o := *rs.of(t.Name)
+		if !o.ran || o.err != nil {
+			continue
+		}
+		ph, n := of(o.v)
+		for _, p := range ph.Problems {
+			rep.notef("%s %s: %s", scenario, t.Name, p)
+		}
+		// Without airlock's requests, its tunnel sends only a PING now and
+		// then: more UDP means that the /proc/net/snmp figure is not the
+		// tunnel's alone.
+		udp := ph.Counts[counterKey{roleNet, countUDPIn}]
+		switch {
+		case t.Name != nameAirlock && udp > 10+0.01*float64(n) && !cfg.countsUDP() && cfg.TunnelTransport != "tcp":
+			rep.notef("%s %s: %.0f UDP datagrams on loopback, more than airlock's idle tunnel sends: something else shares this network namespace, and the tunnel packet row counts it too", scenario, t.Name, udp)
+		case t.Name == nameAirlock && ph.Counts[counterKey{roleNet, countUDPDrops}] > 0:
+			rep.notef("%s %s: %.0f UDP datagrams on loopback dropped for a full socket receive buffer (/proc/net/snmp RcvbufErrors)", scenario, t.Name, ph.Counts[counterKey{roleNet, countUDPDrops}])
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -28,6 +29,8 @@ func TestParseBenchFlags(t *testing.T) {
 		{"nginx key unset", append(slices.Clone(base), "-nginx", "http://n/v1", "-nginx-key-env", "LOADGEN_TEST_UNSET"), nil, "LOADGEN_TEST_UNSET is not set"},
 		{"nginx and skipped", append(slices.Clone(base), append(nginx, "-nginx-skipped", "x")...), nil, "-nginx-skipped is for when -nginx is not given"},
 		{"no airlock", base[:4], nil, "-direct and -airlock are both required"},
+		{"admin listeners", append(slices.Clone(base), "-edge-admin", "127.0.0.1:9091", "-relay-admin", "http://127.0.0.1:9092", "-tunnel-transport", "tcp"), []string{"direct", "airlock"}, ""},
+		{"unknown transport", append(slices.Clone(base), "-tunnel-transport", "udp"), nil, `-tunnel-transport: "udp"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -47,6 +50,9 @@ func TestParseBenchFlags(t *testing.T) {
 			}
 			if !slices.Equal(got, tt.wantTargets) {
 				t.Errorf("targets = %v, want %v", got, tt.wantTargets)
+			}
+			if slices.Contains(tt.args, "-edge-admin") && (cfg.EdgeMetrics != "http://127.0.0.1:9091/metrics" || cfg.RelayMetrics != "http://127.0.0.1:9092/metrics") {
+				t.Errorf("metrics URLs = %q, %q; want the admin listeners' /metrics", cfg.EdgeMetrics, cfg.RelayMetrics)
 			}
 			if cfg.Nginx.BaseURL != "" && cfg.Nginx.Key != "sk-client" {
 				t.Errorf("nginx key = %q, want the client key", cfg.Nginx.Key)
@@ -108,6 +114,8 @@ func TestWriteTable(t *testing.T) {
 			Direct: &cell{Value: 20000}, Nginx: &cell{Value: 8000}, Airlock: &cell{Value: 10000}},
 		{ID: "cpu_per_request_edge_relay", Name: "  CPU per request: edge + relay", Unit: "µs", Compare: compareDelta,
 			Nginx: &cell{Value: 64}, Airlock: &cell{Failed: true}},
+		{ID: "throughput_syscalls_per_request", Name: "  per request: syscalls (edge / relay)", Unit: "/req", Parts: []string{"edge", "relay"}, Compare: compareDelta,
+			Nginx: &cell{Value: 20, Parts: []float64{12, 8}}, Airlock: &cell{Value: 1234.5, Parts: []float64{1000.25, 234.25}}},
 	}
 	tests := []struct {
 		name         string
@@ -117,7 +125,8 @@ func TestWriteTable(t *testing.T) {
 		{
 			"with nginx",
 			report{Direct: "http://d/v1", Nginx: "http://n/v1", Airlock: "http://a/v1", Rows: rows},
-			[]string{"nginx chain", "airlock vs nginx", "125.0% of nginx", "50.0% of direct", "FAILED", "nginx:   http://n/v1"},
+			[]string{"nginx chain", "airlock vs nginx", "125.0% of nginx", "50.0% of direct", "FAILED", "nginx:   http://n/v1",
+				"12.0 / 8.0", "1000.2 / 234.2", "+988.2 / +226.2 /req"},
 			[]string{"SKIPPED"},
 		},
 		{
@@ -168,5 +177,94 @@ func TestWriteJSON(t *testing.T) {
 	}
 	if got.NginxSkipped != "no network" || len(got.Rows) != 1 || got.Rows[0].Nginx == nil || got.Rows[0].Nginx.Value != 1 || !got.Rows[0].Airlock.Failed {
 		t.Errorf("JSON = %s; want nginx_skipped and the nginx cell", b.String())
+	}
+}
+
+// TestWriteTableAligns checks that figures wider than the least width,
+// such as "edge / relay" parts, still line up on the right.
+func TestWriteTableAligns(t *testing.T) {
+	rep := report{Direct: "http://d/v1", Airlock: "http://a/v1", Rows: []row{
+		{ID: "a", Name: "a", Unit: "/req", Direct: &cell{Value: 1}, Airlock: &cell{Value: 12345.5, Parts: []float64{12345, 0.5}}},
+		{ID: "b", Name: "b", Unit: "/req", Direct: &cell{Value: 2}, Airlock: &cell{Value: 3}},
+	}}
+	var b bytes.Buffer
+	if err := rep.writeTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	var ends []int
+	for line := range strings.Lines(b.String()) {
+		if i := strings.Index(line, "12345.0 / 0.5"); i >= 0 {
+			ends = append(ends, i+len("12345.0 / 0.5"))
+		}
+		if strings.HasPrefix(line, "b ") {
+			ends = append(ends, strings.Index(line, " 3.0")+len(" 3.0"))
+		}
+	}
+	if len(ends) != 2 || ends[0] != ends[1] {
+		t.Errorf("airlock figures end at columns %v, want one column:\n%s", ends, b.String())
+	}
+}
+
+func TestAddCountRows(t *testing.T) {
+	counts := func(edge, relay float64) phase {
+		return phase{Counts: tally{
+			{"edge", countCtxSwitches}: edge, {"relay", countCtxSwitches}: relay,
+			{"edge", countAllocBytes}: 1024 * edge, {"relay", countAllocBytes}: 1024 * relay,
+			{"edge", countUDPRecv}: 2 * edge, {"relay", countUDPRecv}: 2 * relay,
+			{roleNet, countUDPIn}: 2 * (edge + relay),
+		}, Problems: []string{"edge perf stat: perf exited"}}
+	}
+	type res struct {
+		ph phase
+		n  int64
+	}
+	rs := results[res]{
+		Direct:  outcome[res]{v: res{phase{Counts: tally{{roleNet, countUDPIn}: 5000}}, 100}, ran: true},
+		Nginx:   outcome[res]{v: res{counts(300, 200), 100}, ran: true},
+		Airlock: outcome[res]{v: res{counts(400, 300), 100}, ran: true},
+	}
+	rows := func(cfg *benchConfig) (map[string]row, []string) {
+		rep := &report{}
+		addCountRows(rep, cfg, "latency", rs, func(r res) (phase, int64) { return r.ph, r.n })
+		byID := map[string]row{}
+		for _, r := range rep.Rows {
+			byID[r.ID] = r
+		}
+		return byID, rep.Notes
+	}
+	cfg := &benchConfig{Direct: target{Name: nameDirect}, Nginx: target{Name: nameNginx, BaseURL: "http://n/v1"}, Airlock: target{Name: nameAirlock},
+		TunnelTransport: "quic", perfEvents: []perfEvent{syscallEvent, udpRecvEvent}}
+
+	byID, notes := rows(cfg)
+	if len(byID) != 4 {
+		t.Errorf("rows %v, want context switches, syscalls (shown without figures), allocated KiB and tunnel packets (no figures for the rest)", slices.Sorted(maps.Keys(byID)))
+	}
+	ctx := byID["latency_context_switches_per_request"]
+	if ctx.Direct != nil || ctx.Nginx == nil || !slices.Equal(ctx.Nginx.Parts, []float64{3, 2}) || ctx.Airlock == nil || ctx.Airlock.Value != 7 {
+		t.Errorf("context switches row = %+v, %+v, %+v; want -, 3 / 2, 4 / 3 (7)", ctx.Direct, ctx.Nginx, ctx.Airlock)
+	}
+	if kib := byID["latency_alloc_kib_per_request"]; kib.Airlock == nil || !slices.Equal(kib.Airlock.Parts, []float64{4, 3}) {
+		t.Errorf("allocated KiB row airlock = %+v, want 4 / 3", kib.Airlock)
+	}
+	// The edge sends what the relay reads.
+	if tun := byID["latency_tunnel_packets_per_request"]; tun.Direct != nil || tun.Nginx != nil || tun.Airlock == nil || !slices.Equal(tun.Airlock.Parts, []float64{6, 8}) {
+		t.Errorf("tunnel packets row = %+v, %+v, %+v; want -, -, 6 / 8", tun.Direct, tun.Nginx, tun.Airlock)
+	}
+	if len(notes) != 2 || !strings.Contains(notes[0], "latency nginx: edge perf stat: perf exited") {
+		t.Errorf("notes = %q, want the nginx and airlock problems", notes)
+	}
+
+	cfg.perfEvents = []perfEvent{syscallEvent} // no sock:sock_recv_length: /proc/net/snmp
+	byID, notes = rows(cfg)
+	if tun := byID["latency_tunnel_packets_per_request"]; tun.Airlock == nil || tun.Airlock.Value != 14 || tun.Airlock.Parts != nil {
+		t.Errorf("tunnel packets row from /proc/net/snmp = %+v, want 14", tun.Airlock)
+	}
+	if len(notes) != 4 || !strings.Contains(notes[0], "latency direct: 5000 UDP datagrams") || !strings.Contains(notes[2], "latency nginx: 1000 UDP datagrams") {
+		t.Errorf("notes = %q, want direct's and nginx's UDP traffic noted with the problems", notes)
+	}
+
+	cfg.TunnelTransport = "tcp"
+	if byID, _ = rows(cfg); len(byID) != 3 {
+		t.Errorf("rows with a TCP tunnel %v, want no tunnel packets", slices.Sorted(maps.Keys(byID)))
 	}
 }

@@ -174,6 +174,10 @@ func TestVersus(t *testing.T) {
 		{"vs nginx delta", row{Unit: "µs", Nginx: &cell{Value: 64}, Airlock: &cell{Value: 195.5}, Compare: compareDelta}, nginx, nameNginx, "+131.5 µs"},
 		{"vs nginx missing", row{Unit: "µs", Direct: &cell{Value: 1}, Airlock: &cell{Value: 2}, Compare: compareDelta}, nginx, nameNginx, ""},
 		{"airlock failed", row{Unit: "ms", Nginx: &cell{Value: 1}, Airlock: &cell{Failed: true}, Compare: compareDelta}, nginx, nameNginx, ""},
+		{"parts", row{Unit: "/req", Nginx: &cell{Value: 5, Parts: []float64{3, 2}}, Airlock: &cell{Value: 6.5, Parts: []float64{2.5, 4}}, Compare: compareDelta}, nginx, nameNginx, "-0.5 / +2.0 /req"},
+		{"parts rounding to zero", row{Unit: "/req", Nginx: &cell{Value: 12.6, Parts: []float64{6.3, 6.3}}, Airlock: &cell{Value: 13.78, Parts: []float64{7.5, 6.28}}, Compare: compareDelta}, nginx, nameNginx, "+1.2 / +0.0 /req"},
+		{"parts against none", row{Unit: "/req", Nginx: &cell{Value: 5}, Airlock: &cell{Value: 6.5, Parts: []float64{2.5, 4}}, Compare: compareDelta}, nginx, nameNginx, ""},
+		{"parts by ratio", row{Unit: "/req", Nginx: &cell{Value: 5, Parts: []float64{3, 2}}, Airlock: &cell{Value: 6.5, Parts: []float64{2.5, 4}}, Compare: compareRatio}, nginx, nameNginx, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -234,11 +238,11 @@ func TestScenariosAgainstFakeUpstream(t *testing.T) {
 	tg := fakeUpstream(t, "sk-test")
 
 	self := proc{Name: "self", PID: selfPID(t)}
-	lat, err := measureLatency(ctx, tg, latencyParams{Path: "/models", Warmup: 2, N: 20, Procs: []proc{self}})
+	lat, err := measureLatency(ctx, tg, latencyParams{Path: "/models", Warmup: 2, N: 20, Watch: watch{Procs: []proc{self}}})
 	if err != nil || len(lat.Samples) != 20 {
 		t.Errorf("latency: got %d samples, %v; want 20, nil", len(lat.Samples), err)
 	}
-	if _, ok := lat.cpuPerRequest("self"); !ok {
+	if _, ok := lat.Phase.cpuPerRequest(lat.requests(), "self"); !ok {
 		t.Errorf("latency: no CPU figure for the watched process")
 	}
 

@@ -13,11 +13,14 @@
 //
 //	loadgen bench -direct URL -direct-key-env VAR -airlock URL -airlock-key-env VAR \
 //	    -edge-pid PID -relay-pid PID -upstream-pid PID \
+//	    -edge-admin ADDR -relay-admin ADDR -tunnel-transport quic|tcp \
 //	    [-nginx URL -nginx-key-env VAR -nginx-edge-pid PID -nginx-relay-pid PID | -nginx-skipped WHY] \
 //	    [scenario flags]
 //
-// The nginx PIDs are the two masters; each counts with its worker for CPU
-// and RSS.
+// The nginx PIDs are the two masters; each counts with its worker for CPU,
+// RSS, context switches and syscalls. The admin addresses are the edge's
+// and the relay's admin listeners, whose /metrics has the Go runtime
+// counters read per request.
 //
 // The scenarios, in the order they run:
 //
@@ -25,6 +28,9 @@
 //	            edge's and relay's CPU time per request
 //	throughput  small requests per second at concurrency 32 for a fixed time,
 //	            with the CPU time each process spent per request
+//	            (both: also the edge's and the relay's context switches,
+//	            syscalls, goroutines created and heap allocations per
+//	            request, and the QUIC tunnel's packets each way)
 //	sse         per-event delivery delay of a stamped SSE stream, and how often
 //	            a single Read returned more than one event (merged events)
 //	rss         edge and relay resident memory with thousands of open streams

@@ -82,26 +82,34 @@ func descendants(root int, parents map[int]int) []int {
 	return out
 }
 
-// rss returns the process's resident set size (VmRSS) in bytes; with
-// p.Tree, the sum over its tree.
-func (p proc) rss() (int64, error) {
+// sum returns the sum of read over the process and, with p.Tree, its
+// tree; what names the figure in errors.
+func (p proc) sum(what string, read func(pid int) (int64, error)) (int64, error) {
 	pids, err := p.pids()
 	if err != nil {
-		return 0, fmt.Errorf("rss: %w", err)
+		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 	var total int64
 	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		v, err := read(pid)
 		if err != nil {
-			return 0, fmt.Errorf("%s rss: %w", p.Name, err)
-		}
-		v, err := parseVmRSS(b)
-		if err != nil {
-			return 0, fmt.Errorf("%s %w", p.Name, err)
+			return 0, fmt.Errorf("%s %s: %w", p.Name, what, err)
 		}
 		total += v
 	}
 	return total, nil
+}
+
+// rss returns the process's resident set size (VmRSS) in bytes; with
+// p.Tree, the sum over its tree.
+func (p proc) rss() (int64, error) {
+	return p.sum("rss", func(pid int) (int64, error) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			return 0, err
+		}
+		return parseVmRSS(b)
+	})
 }
 
 // parseVmRSS finds "VmRSS: N kB" in the text of /proc/PID/status.
@@ -113,37 +121,29 @@ func parseVmRSS(status []byte) (int64, error) {
 		}
 		f := strings.Fields(string(rest))
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("rss: unexpected VmRSS line %q", bytes.TrimSpace(line))
+			return 0, fmt.Errorf("unexpected VmRSS line %q", bytes.TrimSpace(line))
 		}
 		kb, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("rss: %w", err)
+			return 0, fmt.Errorf("VmRSS: %w", err)
 		}
 		return kb << 10, nil
 	}
-	return 0, fmt.Errorf("rss: no VmRSS line")
+	return 0, fmt.Errorf("no VmRSS line")
 }
 
 // cpu returns the user plus system CPU time the process has used; with
 // p.Tree, the sum over its tree.
 func (p proc) cpu() (time.Duration, error) {
-	pids, err := p.pids()
-	if err != nil {
-		return 0, fmt.Errorf("cpu: %w", err)
-	}
-	var total time.Duration
-	for _, pid := range pids {
+	total, err := p.sum("cpu", func(pid int) (int64, error) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
-			return 0, fmt.Errorf("%s cpu: %w", p.Name, err)
+			return 0, err
 		}
 		d, err := parseStatCPU(b)
-		if err != nil {
-			return 0, fmt.Errorf("%s %w", p.Name, err)
-		}
-		total += d
-	}
-	return total, nil
+		return int64(d), err
+	})
+	return time.Duration(total), err
 }
 
 // statFields returns the fields of /proc/PID/stat after the command name,
@@ -179,16 +179,16 @@ func parseStatPPID(stat []byte) (int, error) {
 func parseStatCPU(stat []byte) (time.Duration, error) {
 	f, err := statFields(stat)
 	if err != nil {
-		return 0, fmt.Errorf("cpu: %w", err)
+		return 0, fmt.Errorf("stat: %w", err)
 	}
 	if len(f) < 13 {
-		return 0, fmt.Errorf("cpu: stat has %d fields after the name, want at least 13", len(f))
+		return 0, fmt.Errorf("stat has %d fields after the name, want at least 13", len(f))
 	}
 	var ticks int64
 	for _, s := range f[11:13] {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("cpu: %w", err)
+			return 0, fmt.Errorf("stat: %w", err)
 		}
 		ticks += n
 	}
@@ -228,11 +228,14 @@ func (s cpuSnapshot) perRequest(requests int64, names ...string) (time.Duration,
 }
 
 // since returns the CPU time each process used between before and s.
-func (s cpuSnapshot) since(before cpuSnapshot) cpuSnapshot {
-	out := make(cpuSnapshot, len(s))
-	for name, d := range s {
-		if b, ok := before[name]; ok {
-			out[name] = d - b
+func (s cpuSnapshot) since(before cpuSnapshot) cpuSnapshot { return delta(s, before) }
+
+// delta returns after − before for every key in both.
+func delta[M ~map[K]V, K comparable, V ~int64 | ~float64](after, before M) M {
+	out := make(M, len(after))
+	for k, v := range after {
+		if b, ok := before[k]; ok {
+			out[k] = v - b
 		}
 	}
 	return out

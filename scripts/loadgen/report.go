@@ -4,11 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 )
 
 // compare says how the comparison columns relate AIRLOCK to DIRECT and to
@@ -26,20 +28,26 @@ const (
 
 // cell is one measured figure. A nil *cell means "not applicable".
 type cell struct {
-	Value  float64 `json:"value"`
-	Failed bool    `json:"failed,omitempty"`
+	Value float64 `json:"value"`
+	// Parts are the figures of the row's parts, in the order of its Parts,
+	// when it has them; Value is then their sum.
+	Parts  []float64 `json:"parts,omitempty"`
+	Failed bool      `json:"failed,omitempty"`
 }
 
 // row is one line of the report.
 type row struct {
 	// ID is a stable key for JSON consumers, e.g. "latency_p50".
-	ID      string  `json:"id"`
-	Name    string  `json:"name"`
-	Unit    string  `json:"unit"`
-	Direct  *cell   `json:"direct,omitempty"`
-	Nginx   *cell   `json:"nginx,omitempty"`
-	Airlock *cell   `json:"airlock,omitempty"`
-	Compare compare `json:"-"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Unit string `json:"unit"`
+	// Parts name the figures of each cell when it has several, e.g.
+	// "edge" and "relay"; the table shows them "edge / relay".
+	Parts   []string `json:"parts,omitempty"`
+	Direct  *cell    `json:"direct,omitempty"`
+	Nginx   *cell    `json:"nginx,omitempty"`
+	Airlock *cell    `json:"airlock,omitempty"`
+	Compare compare  `json:"-"`
 }
 
 // failure is a measurement that did not complete.
@@ -172,7 +180,14 @@ func (r *report) writeTable(w io.Writer) error {
 	fmt.Fprintln(&b)
 
 	// Text columns are left-aligned by tabwriter; the figures are padded
-	// to a fixed width first so that they line up on the right.
+	// to the width of the widest first so that they line up on the right.
+	width := figureWidth
+	for _, x := range r.Rows {
+		for _, c := range []*cell{x.Direct, x.Nginx, x.Airlock} {
+			width = max(width, utf8.RuneCountInString(formatCell(c, x.Unit)))
+		}
+	}
+	pad := func(s string) string { return fmt.Sprintf("%*s", width, s) }
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	header := []string{"scenario", "unit", pad("direct")}
 	if nginx {
@@ -213,15 +228,12 @@ func (r *report) writeTable(w io.Writer) error {
 	return err
 }
 
-// figureWidth is the width the figures are padded to.
+// figureWidth is the least width the figures are padded to.
 const figureWidth = 11
-
-// pad right-aligns s in figureWidth.
-func pad(s string) string { return fmt.Sprintf("%*s", figureWidth, s) }
 
 // precision is the number of decimals shown for each unit.
 var precision = map[string]int{
-	"ms": 3, "µs": 1, "req/s": 0, "MiB/s": 1, "MiB": 1, "KiB": 1, "count": 0,
+	"ms": 3, "µs": 1, "req/s": 0, "MiB/s": 1, "MiB": 1, "KiB": 1, "count": 0, "/req": 1,
 }
 
 // formatValue prints v with the unit's precision.
@@ -230,33 +242,44 @@ func formatValue(v float64, unit string) string {
 }
 
 // formatCell prints a cell: "-" when not applicable, "FAILED" when it
-// failed.
+// failed, its parts "a / b" when it has them.
 func formatCell(c *cell, unit string) string {
 	switch {
 	case c == nil:
 		return "-"
 	case c.Failed:
 		return "FAILED"
+	case len(c.Parts) > 0:
+		parts := make([]string, len(c.Parts))
+		for i, v := range c.Parts {
+			parts[i] = formatValue(v, unit)
+		}
+		return strings.Join(parts, " / ")
 	}
 	return formatValue(c.Value, unit)
 }
 
 // versus prints how x's AIRLOCK figure compares to base, the figure of the
-// target named baseName, by x.Compare: empty when either is missing.
+// target named baseName, by x.Compare: empty when either is missing. Cells
+// with parts compare part by part, by their deltas only.
 func (x row) versus(base *cell, baseName string) string {
 	a := x.Airlock
 	if base == nil || a == nil || base.Failed || a.Failed {
 		return ""
 	}
+	if len(a.Parts) > 0 || len(base.Parts) > 0 {
+		if len(a.Parts) != len(base.Parts) || x.Compare != compareDelta {
+			return ""
+		}
+		deltas := make([]string, len(a.Parts))
+		for i := range a.Parts {
+			deltas[i] = x.signed(a.Parts[i] - base.Parts[i])
+		}
+		return strings.Join(deltas, " / ") + " " + x.Unit
+	}
 	switch x.Compare {
 	case compareDelta:
-		delta := a.Value - base.Value
-		sign := "+"
-		if delta < 0 {
-			sign = "-"
-			delta = -delta
-		}
-		return sign + formatValue(delta, x.Unit) + " " + x.Unit
+		return x.signed(a.Value-base.Value) + " " + x.Unit
 	case compareRatio:
 		if base.Value == 0 {
 			return ""
@@ -264,4 +287,14 @@ func (x row) versus(base *cell, baseName string) string {
 		return fmt.Sprintf("%.1f%% of %s", 100*a.Value/base.Value, baseName)
 	}
 	return ""
+}
+
+// signed prints delta with its sign in x's unit's precision; one that
+// rounds to zero is "+0".
+func (x row) signed(delta float64) string {
+	abs := formatValue(math.Abs(delta), x.Unit)
+	if delta < 0 && strings.Trim(abs, "0.") != "" {
+		return "-" + abs
+	}
+	return "+" + abs
 }

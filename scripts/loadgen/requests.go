@@ -16,9 +16,9 @@ type latencyParams struct {
 	Warmup int
 	// N requests are measured, one at a time.
 	N int
-	// Procs are the processes whose CPU time is read around the measured
+	// Watch is what is read about the processes around the measured
 	// requests.
-	Procs []proc
+	Watch watch
 }
 
 // latencyResult is what one latency run measured.
@@ -26,16 +26,13 @@ type latencyResult struct {
 	// Samples holds each measured request's time from send to the end of
 	// the body.
 	Samples []time.Duration
-	// CPU is the CPU time each watched process used during the measured
+	// Phase is what the watched processes did during the measured
 	// requests.
-	CPU cpuSnapshot
+	Phase phase
 }
 
-// cpuPerRequest returns the named processes' CPU time together per
-// measured request, and false when one of them was not measured.
-func (r latencyResult) cpuPerRequest(names ...string) (time.Duration, bool) {
-	return r.CPU.perRequest(int64(len(r.Samples)), names...)
-}
+// requests returns the number of measured requests.
+func (r latencyResult) requests() int64 { return int64(len(r.Samples)) }
 
 // measureLatency sends p.Warmup then p.N requests one after another over
 // one kept-alive connection and times each measured one. The first failure
@@ -43,13 +40,15 @@ func (r latencyResult) cpuPerRequest(names ...string) (time.Duration, bool) {
 func measureLatency(ctx context.Context, t target, p latencyParams) (latencyResult, error) {
 	c := newClient(1)
 	defer closeClient(c)
+	m := newMeter(ctx, p.Watch)
+	defer m.close()
 	for i := range p.Warmup {
 		if err := do(ctx, c, t, "GET", p.Path); err != nil {
 			return latencyResult{}, fmt.Errorf("warm-up request %d: %w", i+1, err)
 		}
 	}
 	res := latencyResult{Samples: make([]time.Duration, 0, p.N)}
-	before := snapshotCPU(p.Procs)
+	m.begin(ctx)
 	for i := range p.N {
 		start := time.Now()
 		if err := do(ctx, c, t, "GET", p.Path); err != nil {
@@ -57,7 +56,7 @@ func measureLatency(ctx context.Context, t target, p latencyParams) (latencyResu
 		}
 		res.Samples = append(res.Samples, time.Since(start))
 	}
-	res.CPU = snapshotCPU(p.Procs).since(before)
+	res.Phase = m.end(ctx)
 	return res, nil
 }
 
@@ -73,9 +72,9 @@ type throughputParams struct {
 	Duration time.Duration
 	// MaxRequests bounds the measured requests regardless of Duration.
 	MaxRequests int64
-	// Procs are the processes whose CPU time is read around the measured
+	// Watch is what is read about the processes around the measured
 	// phase.
-	Procs []proc
+	Watch watch
 }
 
 // throughputResult is what one throughput run measured.
@@ -89,18 +88,15 @@ type throughputResult struct {
 	// Elapsed runs from the start of measuring until the last request
 	// started before the deadline has finished.
 	Elapsed time.Duration
-	// CPU is the CPU time each watched process used while measuring.
-	CPU cpuSnapshot
+	// Phase is what the watched processes did while measuring.
+	Phase phase
 }
 
 // perSecond returns successful requests per second.
 func (r throughputResult) perSecond() float64 { return rate(float64(r.Requests), r.Elapsed) }
 
-// cpuPerRequest returns the named processes' CPU time together per
-// successful request, and false when one of them was not measured.
-func (r throughputResult) cpuPerRequest(names ...string) (time.Duration, bool) {
-	return r.CPU.perRequest(r.Requests, names...)
-}
+// requests returns the number of successful measured requests.
+func (r throughputResult) requests() int64 { return r.Requests }
 
 // measureThroughput runs p.Concurrency workers that send small requests back
 // to back: first for p.Warmup (not counted), then for p.Duration. Requests in
@@ -108,16 +104,18 @@ func (r throughputResult) cpuPerRequest(names ...string) (time.Duration, bool) {
 func measureThroughput(ctx context.Context, t target, p throughputParams) (throughputResult, error) {
 	c := newClient(p.Concurrency)
 	defer closeClient(c)
+	m := newMeter(ctx, p.Watch)
+	defer m.close()
 
-	// phase 0: warm-up, 1: measuring, 2: stop.
-	var phase atomic.Int32
+	// stage 0: warm-up, 1: measuring, 2: stop.
+	var stage atomic.Int32
 	var started, ok, failed atomic.Int64
 	var firstErr atomic.Pointer[error]
 	var wg sync.WaitGroup
 	for range p.Concurrency {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				ph := phase.Load()
+				ph := stage.Load()
 				if ph == 2 {
 					return
 				}
@@ -153,17 +151,17 @@ func measureThroughput(ctx context.Context, t target, p throughputParams) (throu
 		}
 	}
 	wait(p.Warmup)
-	before := snapshotCPU(p.Procs)
+	m.begin(ctx)
 	start := time.Now()
-	phase.Store(1)
+	stage.Store(1)
 	wait(p.Duration)
-	phase.Store(2)
+	stage.Store(2)
 	<-done
 	res := throughputResult{
 		Requests: ok.Load(),
 		Errors:   failed.Load(),
 		Elapsed:  time.Since(start),
-		CPU:      snapshotCPU(p.Procs).since(before),
+		Phase:    m.end(ctx),
 	}
 	if e := firstErr.Load(); e != nil {
 		res.FirstError = *e
