@@ -82,7 +82,12 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	case err == io.EOF:
 		b.rc.SetReadDeadline(time.Time{})
 		b.eof.Store(true)
-	case err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !b.stopped.Load():
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded) && (b.wait.passed(b.timeout) || !b.stopped.Load()):
+		// The client was silent for the whole timeout, unless stopBody
+		// cut the read short. Both can happen at once: the read error
+		// of our deadline also ends the request's context, which makes
+		// the exchange stop the body; whether our deadline had passed
+		// decides.
 		err = fmt.Errorf("%w for %s: %w", errBodyTimeout, b.timeout, err)
 	}
 	return n, err

@@ -426,6 +426,7 @@ func (ex *exchange) fail(e *apiError) {
 		ex.err = errors.New(e.code)
 	}
 	h := ex.w.Header()
+	ex.setEdgeHeaders(h)
 	unread := ex.r.ContentLength != 0 && !ex.bodyEOF.Load()
 	if ex.r.ProtoMajor == 1 && (e.status == http.StatusUnauthorized || unread) {
 		h.Set("Connection", "close")
@@ -451,7 +452,8 @@ func formatMillis(d time.Duration) string {
 	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 3, 64)
 }
 
-// setEdgeHeaders sets the headers the edge adds to every response: its
+// setEdgeHeaders sets the headers the edge adds to every response it writes
+// (fail, the preflight, writeResponseHead, serveUpgrade): its
 // request id, as Airlock-Request-Id and as X-Request-Id unless the upstream
 // sent its own, and CORS headers for a cross-origin request.
 func (ex *exchange) setEdgeHeaders(h http.Header) {

@@ -154,7 +154,6 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.metrics.inFlight.Inc()
 	defer h.metrics.inFlight.Dec()
 	defer ex.end()
-	ex.setEdgeHeaders(w.Header())
 	if cc := clientConnOf(r); cc != nil {
 		defer cc.watchNextHead()
 		if cc.ambiguousLength() {
@@ -172,6 +171,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if isPreflight(r) {
+		ex.setEdgeHeaders(w.Header())
 		writePreflight(w, r)
 		ex.status = http.StatusNoContent
 		return

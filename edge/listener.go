@@ -171,6 +171,14 @@ func (r *renewal) push(timeout time.Duration, set func(time.Time) error) {
 	}
 }
 
+// passed reports whether the deadline that push set last (with this
+// timeout) has passed: a deadline error now is that deadline's, not one
+// somebody else set.
+func (r *renewal) passed(timeout time.Duration) bool {
+	at := r.at.Load()
+	return at != 0 && time.Since(renewalEpoch)+1 >= time.Duration(at)+timeout
+}
+
 // expire makes the next push set the deadline whatever its age.
 func (r *renewal) expire() { r.at.Store(0) }
 
