@@ -193,9 +193,12 @@ func headerSize(h http.Header) (fields, size int) {
 // for the client to go away. It answers the client itself and returns false
 // on failure.
 func (ex *exchange) open(avoid []string) bool {
-	ctx, cancel := context.WithTimeout(ex.r.Context(), streamOpenTimeout)
-	s, peer, err := ex.h.opener.OpenStream(ctx, avoid...)
-	cancel()
+	// No timeout of our own, which would cost a timer per request: the
+	// Opener opens at once unless the session is at its stream limit,
+	// bounds that wait itself (tunnel.StreamOpenTimeout, then an error
+	// wrapping context.DeadlineExceeded), and ends it when the client
+	// goes away.
+	s, peer, err := ex.h.opener.OpenStream(ex.r.Context(), avoid...)
 	if err != nil {
 		ex.err = err
 		if ex.r.Context().Err() != nil {

@@ -21,11 +21,6 @@ import (
 	"github.com/airlock-proxy/airlock/tunnel"
 )
 
-// streamOpenTimeout bounds how long a request waits for a tunnel stream. An
-// Opener answers at once when no session is up; this covers a session that
-// is up but slow to grant a stream (stream limit reached, congestion).
-const streamOpenTimeout = 5 * time.Second
-
 // apiPrefix is the URL space the edge serves, the clients' base URL path.
 const apiPrefix = "/v1/"
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptrace"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -391,16 +392,23 @@ func (ex *exchange) serve(ctx context.Context) {
 
 // readHead reads the request HEAD within the handler's head timeout. When it
 // returns false the stream has been ended.
+//
+// The timeout is a read deadline, which arms a timer only if a Read has to
+// wait: the head usually arrives with the stream.
 func (ex *exchange) readHead() (*proto.RequestHead, bool) {
-	timer := time.AfterFunc(ex.h.headTimeout, func() { ex.s.Abort(proto.CodeProtocol) })
+	deadline := time.Now().Add(ex.h.headTimeout)
+	ex.s.SetReadDeadline(deadline)
 	head, err := ex.r.ReadRequestHead()
-	if !timer.Stop() {
+	if err == nil {
+		ex.s.SetReadDeadline(time.Time{})
+		return head, true
+	}
+	// A read cut by the deadline, or any failure once it has passed (a
+	// frame length cut short by it reads as malformed).
+	if errors.Is(err, os.ErrDeadlineExceeded) || !time.Now().Before(deadline) {
 		ex.result = "head_timeout"
 		ex.release(proto.CodeProtocol)
 		return nil, false
-	}
-	if err == nil {
-		return head, true
 	}
 	if ex.state.Load() == exchangeRefused {
 		ex.result = "refused"

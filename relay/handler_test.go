@@ -635,13 +635,35 @@ func TestMethodsNotForwarded(t *testing.T) {
 	}
 }
 
+// TestHeadTimeout: an edge that sends no head, or stops halfway through its
+// frame header, has its stream aborted once the head timeout passes.
 func TestHeadTimeout(t *testing.T) {
-	h, _ := newTestHandler(t, testConfig(upstreamConfig("openai", "http://127.0.0.1:1")))
-	h.headTimeout = 50 * time.Millisecond
-	e := serve(t, h, testPeer())
-	_, err := e.r.ReadResponseHead() // the edge sends nothing
-	if !isReset(err, proto.CodeProtocol) {
-		t.Fatalf("got %v, want the stream aborted with code protocol_error", err)
+	for _, tt := range []struct {
+		name string
+		sent []byte
+	}{
+		{"nothing", nil},
+		// A HEAD frame whose two-byte length stops after one byte.
+		{"half a frame header", []byte{byte(proto.FrameHead), 0x80}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h, logs := newTestHandler(t, testConfig(upstreamConfig("openai", "http://127.0.0.1:1")))
+			h.headTimeout = 50 * time.Millisecond
+			e := serve(t, h, testPeer())
+			if tt.sent != nil {
+				if _, err := e.s.Write(tt.sent); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := e.r.ReadResponseHead()
+			if !isReset(err, proto.CodeProtocol) {
+				t.Fatalf("got %v, want the stream aborted with code protocol_error", err)
+			}
+			<-e.done
+			if line := lastLogLine(t, logs); line["result"] != "head_timeout" {
+				t.Errorf("log result = %v, want head_timeout", line["result"])
+			}
+		})
 	}
 }
 

@@ -61,6 +61,9 @@ type Client struct {
 	quicConf *quic.Config
 	tcpAddr  string
 	dialer   *ProxyDialer
+	// openWait bounds OpenStream's wait at the session's stream limit:
+	// StreamOpenTimeout, shorter in tests.
+	openWait time.Duration
 
 	counts    clientCounters
 	rtt       atomic.Int64  // time.Duration of the last PING, 0 when down
@@ -191,6 +194,7 @@ func newClient(opts ClientOptions) (*Client, error) {
 		quicConf:  quicConfig(&opts.Config, -1),
 		tcpAddr:   tcpAddr,
 		dialer:    opts.Dialer,
+		openWait:  StreamOpenTimeout,
 		done:      make(chan struct{}),
 		ready:     make(chan struct{}),
 		attempted: make(chan struct{}),
@@ -399,7 +403,7 @@ func (c *Client) serveSession(ctx context.Context, sess *clientSession) (*client
 		c.preferTCP.Store(false)
 		c.log.Info("tunnel: QUIC works again; new streams move to it, the TCP session drains",
 			"relay", sess.peer.Name, "tcp_session", sess.peer.SessionID, "quic_session", q.peer.SessionID)
-		c.markDown(sess)
+		c.markDown(sess, nil)
 		sess.drain()
 		return q, nil
 	}
@@ -479,17 +483,25 @@ func (c *Client) runSession(ctx context.Context, sess *clientSession) error {
 		c.closeSession(ctx, sess, context.Cause(gctx))
 		return nil
 	})
-	err := g.Wait()
+	cause := g.Wait()
+	err := fmt.Errorf("session %s: %w", sess.peer.SessionID, cause)
 
-	if c.markDown(sess) {
+	// LastError says why in the same step that takes the session out of
+	// service: whoever sees Ready turn false sees why (Run records it
+	// again, later, for the sessions it serves).
+	why := err
+	if ctx.Err() != nil {
+		why = nil // shutting down: nothing failed
+	}
+	if c.markDown(sess, why) {
 		c.rtt.Store(0)
 	}
-	if ctx.Err() == nil && !errors.Is(err, errDrained) {
-		c.log.Warn("tunnel: session to relay lost", "relay", sess.peer.Name, "session", sess.peer.SessionID, "err", err)
+	if ctx.Err() == nil && !errors.Is(cause, errDrained) {
+		c.log.Warn("tunnel: session to relay lost", "relay", sess.peer.Name, "session", sess.peer.SessionID, "err", cause)
 	} else {
 		c.log.Info("tunnel: session to relay closed", "relay", sess.peer.Name, "session", sess.peer.SessionID)
 	}
-	return fmt.Errorf("session %s: %w", sess.peer.SessionID, err)
+	return err
 }
 
 // closeSession closes sess's connection with the code that says why the
@@ -512,12 +524,19 @@ func (c *Client) closeSession(ctx context.Context, sess *clientSession, err erro
 // keepAlive sends a PING at once and then every Config.PingInterval, and
 // measures the round trip from each PONG it waited for (pongs). It returns
 // when the session dies: a PING without PONG in Config.PingTimeout and
-// nothing at all heard from the relay in that time (a PONG held up behind
-// busy or blocked streams while the relay's packets keep arriving is late,
-// not lost: the wait goes on, one PingTimeout of silence at a time), the
-// relay drained the session (GOAWAY, and the last stream finished), the
-// connection closed, or ctx ended (the session's other goroutine failed,
-// or the edge is shutting down).
+// nothing at all heard from the relay in the last PingTimeout either (a
+// PONG held up behind busy or blocked streams while the relay's packets
+// keep arriving is late, not lost: the wait goes on until the relay has
+// been silent for a PingTimeout), the relay drained the session (GOAWAY,
+// and the last stream finished), the connection closed, or ctx ended (the
+// session's other goroutine failed, or the edge is shutting down).
+//
+// The silence is timed from when keepAlive saw the heard count change,
+// which it looks at every PingInterval: later than the packet by at most
+// one PingInterval, so a dead relay is noticed within PingInterval +
+// PingTimeout of its last packet. (Timed from the PING's timeout instead, a
+// packet that arrived just after the PING, such as the tail of the
+// handshake, would push the verdict to twice the PingTimeout.)
 func (c *Client) keepAlive(ctx context.Context, sess *clientSession, pongs <-chan uint64) error {
 	ticker := time.NewTicker(c.cfg.PingInterval)
 	defer ticker.Stop()
@@ -525,11 +544,19 @@ func (c *Client) keepAlive(ctx context.Context, sess *clientSession, pongs <-cha
 	timeout.Stop()
 	defer timeout.Stop()
 
-	var nextID, pending, heard uint64
+	var nextID, pending uint64
 	var sentAt time.Time
+	// heard is the relay's heard count as last looked at, heardAt when it
+	// was seen to change (or keepAlive started).
+	heard, heardAt := sess.conn.heard(), time.Now()
+	look := func(now time.Time) {
+		if h := sess.conn.heard(); h != heard {
+			heard, heardAt = h, now
+		}
+	}
 	ping := func() error {
 		nextID++
-		pending, sentAt, heard = nextID, time.Now(), sess.conn.heard()
+		pending, sentAt = nextID, time.Now()
 		timeout.Reset(c.cfg.PingTimeout)
 		return sess.ctrl.w.WriteMessage(&proto.Ping{ID: pending})
 	}
@@ -539,6 +566,7 @@ func (c *Client) keepAlive(ctx context.Context, sess *clientSession, pongs <-cha
 	for {
 		select {
 		case <-ticker.C:
+			look(time.Now())
 			if pending == 0 {
 				if err := ping(); err != nil {
 					return err
@@ -560,10 +588,13 @@ func (c *Client) keepAlive(ctx context.Context, sess *clientSession, pongs <-cha
 				timeout.Stop()
 			}
 		case <-timeout.C:
-			if now := sess.conn.heard(); now != heard {
-				// Late, not dead: the relay is sending.
-				heard = now
-				timeout.Reset(c.cfg.PingTimeout)
+			now := time.Now()
+			look(now)
+			if quiet := heardAt.Add(c.cfg.PingTimeout); now.Before(quiet) {
+				// Late, not dead: the relay was heard within the
+				// last PingTimeout. Wait until it has been silent
+				// that long.
+				timeout.Reset(quiet.Sub(now))
 				continue
 			}
 			return fmt.Errorf("%w in %s and nothing else heard from the relay", errPingTimeout, c.cfg.PingTimeout)
@@ -601,7 +632,7 @@ func (c *Client) readControl(sess *clientSession, pongs chan<- uint64) error {
 			}
 		case *proto.GoAway:
 			c.counts.goAways.Add(1)
-			c.markDown(sess)
+			c.markDown(sess, nil)
 			sess.drain()
 			c.log.Info("tunnel: relay is draining; opening no new streams on this session",
 				"relay", sess.peer.Name, "session", sess.peer.SessionID, "reason", m.Reason)
@@ -612,8 +643,9 @@ func (c *Client) readControl(sess *clientSession, pongs chan<- uint64) error {
 }
 
 // markDown takes sess out of service for new streams, if it is the current
-// session, and reports whether it was.
-func (c *Client) markDown(sess *clientSession) bool {
+// session, and reports whether it was. A non-nil why becomes LastError in
+// the same step.
+func (c *Client) markDown(sess *clientSession, why error) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.sess != sess {
@@ -621,6 +653,9 @@ func (c *Client) markDown(sess *clientSession) bool {
 	}
 	c.sess = nil
 	c.ready = make(chan struct{})
+	if why != nil {
+		c.lastErr = why
+	}
 	return true
 }
 
@@ -641,8 +676,10 @@ func (c *Client) load() (streams int, sessionID string, ok bool) {
 // OpenStream opens a stream on the current session, unless its ID is in
 // avoid. It never waits for a session: when none is up, the relay is
 // draining, or the session is to be avoided, it returns an error wrapping
-// ErrNoSession at once. It blocks only while the session's stream
-// limit is reached, and no longer than ctx allows.
+// ErrNoSession at once. It blocks only while the session's stream limit is
+// reached, no longer than ctx allows nor than StreamOpenTimeout (then the
+// error wraps context.DeadlineExceeded); only that wait arms a timer, so
+// callers need not bound the call themselves.
 //
 // The caller must Close or Abort every stream it opens: after the relay's
 // GOAWAY, the edge closes the session once its last stream is done, which
@@ -657,7 +694,11 @@ func (c *Client) OpenStream(ctx context.Context, avoid ...string) (Stream, *Peer
 	if sess == nil || slices.Contains(avoid, sess.peer.SessionID) || !sess.acquire() {
 		return nil, nil, fmt.Errorf("opening stream: %w", ErrNoSession)
 	}
-	st, err := sess.conn.openStream(ctx)
+	if err := ctx.Err(); err != nil {
+		sess.release()
+		return nil, nil, fmt.Errorf("opening stream: %w", err)
+	}
+	st, err := sess.conn.openStream(ctx, c.openWait)
 	if err != nil {
 		sess.release()
 		if ctx.Err() == nil && closeCause(sess.conn) != nil {

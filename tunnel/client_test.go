@@ -302,22 +302,31 @@ func TestDeadRelay(t *testing.T) {
 
 		path.SetBlackhole(true)
 		start := time.Now()
+		// The edge notices within PingInterval + PingTimeout of the
+		// last packet heard (TestDeathIsTimedFromLastHeard times that
+		// exactly). The slack is for a loaded machine; it stays below
+		// the 2 × PingTimeout that a packet heard just after the
+		// session's first PING (the tail of the handshake, arriving as
+		// the path is cut) cost when the wait restarted from the
+		// timeout.
 		cfg := testConfig()
-		limit := cfg.PingInterval + cfg.PingTimeout + 100*time.Millisecond
+		limit := cfg.PingInterval + cfg.PingTimeout + cfg.PingTimeout/2
 		eventually(t, 2*limit, "Ready() == false", func() bool { return !e.Ready() })
 		if d := time.Since(start); d > limit {
 			t.Errorf("dead relay noticed after %s, want within %s", d, limit)
 		}
+		// The session is taken out of service and its error recorded
+		// in one step: no window where Ready is false and LastError nil.
 		if err := e.LastError(); err == nil || !strings.Contains(err.Error(), "no PONG") {
 			t.Errorf("LastError() = %v, want \"no PONG\"", err)
 		}
-		start = time.Now()
-		_, _, err := e.OpenStream(context.Background())
-		if !errors.Is(err, ErrNoSession) {
+		// No waiting for a session: the path is still cut, so an
+		// OpenStream that waited would run into its context's deadline
+		// instead of failing with ErrNoSession.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if _, _, err := e.OpenStream(ctx); !errors.Is(err, ErrNoSession) {
 			t.Errorf("OpenStream: got %v, want ErrNoSession", err)
-		}
-		if d := time.Since(start); d > 10*time.Millisecond {
-			t.Errorf("OpenStream took %s, want an immediate error", d)
 		}
 
 		// The path heals: the edge reconnects.

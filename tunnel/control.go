@@ -62,7 +62,7 @@ func withDeadline(ctx context.Context, st stream, f func() error) error {
 // openControl opens the control stream of a new session from the edge side:
 // it sends hello and waits for WELCOME, all within ctx.
 func openControl(ctx context.Context, c conn, hello *proto.Hello) (*controlStream, *proto.Welcome, error) {
-	st, err := c.openStream(ctx)
+	st, err := c.openStream(ctx, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening control stream: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"sync"
 	"testing"
@@ -216,6 +217,15 @@ var echo = HandlerFunc(func(ctx context.Context, peer *Peer, s Stream) {
 	s.CloseWrite()
 	s.Close()
 })
+
+// echoByte sends a byte on s, whose peer is echo, and reads it back.
+func echoByte(s Stream) error {
+	if _, err := s.Write([]byte("x")); err != nil {
+		return err
+	}
+	_, err := io.ReadFull(s, make([]byte, 1))
+	return err
+}
 
 // faultPath puts a fault-injecting proxy in front of the relay's address for
 // transport and returns it (its SetBlackhole cuts the path silently) with the

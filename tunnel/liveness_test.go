@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/airlock-proxy/airlock/proto"
@@ -90,6 +91,86 @@ func TestLatePongIsNotDeath(t *testing.T) {
 	}
 }
 
+// TestDeathIsTimedFromLastHeard: a relay whose PONG never comes is declared
+// dead once nothing has been heard from it for a PingTimeout, within
+// PingInterval + PingTimeout of the last thing heard, however that falls
+// against the PINGs: in particular a packet heard just after a PING (the
+// tail of the handshake, in TestDeadRelay) must not restart a whole
+// PingTimeout at the PING's timeout. In a synctest bubble: the times are
+// exact, whatever the load.
+func TestDeathIsTimedFromLastHeard(t *testing.T) {
+	const (
+		interval = 20 * time.Millisecond
+		timeout  = 250 * time.Millisecond
+	)
+	tests := []struct {
+		name string
+		// heardFor is how long the relay keeps sending (every 5ms) after
+		// the first PING; -1 for never, 0 for one packet just after it.
+		heardFor time.Duration
+	}{
+		{"silent throughout", -1},
+		{"one packet just after the PING", 0},
+		{"a packet between PINGs", interval + interval/2},
+		{"sending while the PONG is held up", 3 * timeout},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				edgeSide, relaySide := net.Pipe()
+				fc := &fakeConn{ctx: context.Background()}
+				var lastHeard atomic.Int64 // ns after the start
+				start := time.Now()
+				// The relay reads PINGs and never answers; after the
+				// first, it is heard for heardFor.
+				readerDone := make(chan struct{})
+				go func() {
+					defer close(readerDone)
+					r := proto.NewControlReader(relaySide)
+					if _, err := r.ReadMessage(); err != nil {
+						return
+					}
+					if tt.heardFor >= 0 {
+						go func() {
+							for {
+								fc.n.Add(1)
+								lastHeard.Store(int64(time.Since(start)))
+								if time.Since(start) >= tt.heardFor {
+									return
+								}
+								time.Sleep(5 * time.Millisecond)
+							}
+						}()
+					}
+					for {
+						if _, err := r.ReadMessage(); err != nil {
+							return
+						}
+					}
+				}()
+				c := &Client{cfg: Config{PingInterval: interval, PingTimeout: timeout}}
+				sess := &clientSession{conn: fc, ctrl: newControlStream(&pipeStream{Conn: edgeSide}), drained: make(chan struct{})}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				err := c.keepAlive(ctx, sess, make(chan uint64))
+				took := time.Since(start)
+				edgeSide.Close()
+				relaySide.Close()
+				<-readerDone
+				synctest.Wait() // the sender has returned
+				if !errors.Is(err, errPingTimeout) {
+					t.Fatalf("keepAlive returned %v after %v, want errPingTimeout", err, took)
+				}
+				silentFrom := time.Duration(lastHeard.Load())
+				if got := took - silentFrom; got < timeout || got > interval+timeout {
+					t.Errorf("declared dead %v after the last packet heard (at %v), want between %v and %v",
+						got, silentFrom, timeout, interval+timeout)
+				}
+			})
+		})
+	}
+}
+
 // fakeConn is a conn whose only behaviours are its heard count and
 // recording how it was closed.
 type fakeConn struct {
@@ -100,7 +181,9 @@ type fakeConn struct {
 	msg    string
 }
 
-func (f *fakeConn) openStream(context.Context) (stream, error)   { return nil, errors.New("fake") }
+func (f *fakeConn) openStream(context.Context, time.Duration) (stream, error) {
+	return nil, errors.New("fake")
+}
 func (f *fakeConn) acceptStream(context.Context) (stream, error) { return nil, errors.New("fake") }
 func (f *fakeConn) closeWithError(code closeCode, msg string) {
 	f.closed.Store(true)

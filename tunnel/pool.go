@@ -117,7 +117,8 @@ func (p *Pool) Run(ctx context.Context) error {
 // OpenStream opens a stream on the healthiest session up, skipping the
 // sessions whose IDs are in avoid (those that just refused the same
 // request). It returns an error wrapping ErrNoSession at once when no other
-// session is up.
+// session is up; it waits only as [Client.OpenStream] does, at a session's
+// stream limit.
 func (p *Pool) OpenStream(ctx context.Context, avoid ...string) (Stream, *Peer, error) {
 	var tried []*Client
 	var err error

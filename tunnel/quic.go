@@ -103,12 +103,42 @@ func dialQUIC(ctx context.Context, addr string, tlsConf *tls.Config, conf *quic.
 	return quicConn{c: c, tr: tr, udp: udp, io: io}, nil
 }
 
-func (q quicConn) openStream(ctx context.Context) (stream, error) {
-	st, err := q.c.OpenStreamSync(ctx)
+// openStream opens a stream without blocking when the relay's stream credit
+// allows, as it almost always does: no context is watched and no timer armed
+// then. Only at the limit does it wait, in OpenStreamSync.
+func (q quicConn) openStream(ctx context.Context, wait time.Duration) (stream, error) {
+	st, err := q.c.OpenStream()
 	if err != nil {
-		return nil, err
+		if !streamLimitReached(err) {
+			return nil, err
+		}
+		if st, err = q.waitStream(ctx, wait); err != nil {
+			return nil, err
+		}
 	}
 	return newQUICStream(st, q.io), nil
+}
+
+// waitStream waits for the peer to grant a stream, within ctx and for wait
+// at most when wait > 0.
+func (q quicConn) waitStream(ctx context.Context, wait time.Duration) (*quic.Stream, error) {
+	if wait <= 0 {
+		return q.c.OpenStreamSync(ctx)
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	st, err := q.c.OpenStreamSync(wctx)
+	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return nil, fmt.Errorf("the peer's stream limit is reached and no stream was granted within %s: %w", wait, err)
+	}
+	return st, err
+}
+
+// streamLimitReached reports whether err is quic-go's refusal to open a
+// stream past the peer's limit (TestOpenStreamAtLimit checks the form).
+func streamLimitReached(err error) bool {
+	var sl *quic.StreamLimitReachedError
+	return errors.As(err, &sl)
 }
 
 func (q quicConn) acceptStream(ctx context.Context) (stream, error) {
@@ -238,6 +268,11 @@ func (q *quicStream) Close() error {
 
 // SetDeadline sets the deadline of both directions.
 func (q *quicStream) SetDeadline(t time.Time) error { return q.s.SetDeadline(t) }
+
+// SetReadDeadline sets the deadline of Reads. quic-go arms a timer only
+// inside a Read that has to wait; after Abort, Reads fail whatever the
+// deadline (CancelRead).
+func (q *quicStream) SetReadDeadline(t time.Time) error { return q.s.SetReadDeadline(t) }
 
 // ID returns the QUIC stream ID.
 func (q *quicStream) ID() int64 { return int64(q.s.StreamID()) }

@@ -202,20 +202,13 @@ func TestStreamLimitOverTCP(t *testing.T) {
 		func(o *ServerOptions) { o.MaxStreams = 2 })
 	e := startEdge(t, edgeID, r.Addr().String(), relayID.Fingerprint(), TransportTCP)
 	waitReady(t, e.Client)
-	roundTrip := func(s Stream) error {
-		if _, err := s.Write([]byte("x")); err != nil {
-			return err
-		}
-		_, err := io.ReadFull(s, make([]byte, 1))
-		return err
-	}
 	var held []Stream
 	for range 2 {
 		s, _, err := e.OpenStream(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := roundTrip(s); err != nil {
+		if err := echoByte(s); err != nil {
 			t.Fatal(err)
 		}
 		held = append(held, s)
@@ -239,7 +232,7 @@ func TestStreamLimitOverTCP(t *testing.T) {
 			return false
 		}
 		defer s.Close()
-		return roundTrip(s) == nil
+		return echoByte(s) == nil
 	})
 	held[1].Close()
 }

@@ -207,7 +207,12 @@ func (c *yamuxConn) fail(err error) {
 	c.cancel(err)
 }
 
-func (c *yamuxConn) openStream(ctx context.Context) (stream, error) {
+// openStream opens a stream. yamux has no stream credit (the relay refuses a
+// stream over its limit in-band): its OpenStream waits only while 1024
+// streams await the peer's acknowledgement, which must come within the
+// handshake timeout (yamux's StreamOpenTimeout, see yamuxConfig) or the
+// session ends. So ctx and wait are not watched.
+func (c *yamuxConn) openStream(_ context.Context, _ time.Duration) (stream, error) {
 	if err := closeCause(c); err != nil {
 		return nil, err
 	}
@@ -507,6 +512,19 @@ func (y *yamuxStream) peerFinished() bool {
 
 // SetDeadline sets the deadline of both directions.
 func (y *yamuxStream) SetDeadline(t time.Time) error { return y.s.SetDeadline(t) }
+
+// SetReadDeadline sets the deadline of Reads; yamux arms a timer only inside
+// a Read that has to wait. Abort and the peer's reset end Reads with a
+// deadline in the past, which a later deadline must not lift: the check
+// after the store sees an abort that raced with it (either flag is set
+// before that deadline).
+func (y *yamuxStream) SetReadDeadline(t time.Time) error {
+	err := y.s.SetReadDeadline(t)
+	if y.aborted.Load() || y.readRst.Load() != 0 {
+		return y.s.SetReadDeadline(time.Now())
+	}
+	return err
+}
 
 // ID returns the yamux stream ID.
 func (y *yamuxStream) ID() int64 { return int64(y.s.StreamID()) }

@@ -54,9 +54,11 @@ const (
 // session logic (control stream, pings, draining) is written once against
 // this interface.
 type conn interface {
-	// openStream opens a bidirectional stream, waiting (within ctx) while
-	// the peer's stream limit is reached.
-	openStream(ctx context.Context) (stream, error)
+	// openStream opens a bidirectional stream. While the peer's stream
+	// limit is reached it waits for the peer to grant one, within ctx
+	// and, when wait > 0, for wait at most (an error wrapping
+	// context.DeadlineExceeded): only that wait costs a timer.
+	openStream(ctx context.Context, wait time.Duration) (stream, error)
 	// acceptStream waits for the peer's next stream.
 	acceptStream(ctx context.Context) (stream, error)
 	// closeWithError closes the connection at once; streams in flight fail.

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"time"
 
 	"github.com/airlock-proxy/airlock/proto"
 )
@@ -40,6 +41,14 @@ type Stream interface {
 	// direction if still open and stops reading. Close after Abort does
 	// nothing.
 	Close() error
+	// SetReadDeadline makes a Read that waits for data past t fail with
+	// an error wrapping os.ErrDeadlineExceeded, the pending one and later
+	// ones; the zero time removes the deadline. A timer runs only while a
+	// Read actually waits with a deadline set, so bounding a read whose
+	// bytes have usually arrived already (a request HEAD) costs no timer.
+	// A deadline never revives a stream after Abort: its Reads keep
+	// failing.
+	SetReadDeadline(t time.Time) error
 	// ID identifies the stream within its session, for logs.
 	ID() int64
 	// Context is cancelled when the send direction has ended: by
@@ -90,10 +99,20 @@ func (f HandlerFunc) ServeStream(ctx context.Context, peer *Peer, s Stream) { f(
 type Opener interface {
 	// OpenStream opens a stream on a live session whose ID is not in
 	// avoid (the sessions that already refused the request). It returns
-	// an error wrapping ErrNoSession at once when no such session is up,
-	// and never blocks longer than ctx allows.
+	// an error wrapping ErrNoSession at once when no such session is up.
+	// It opens the stream at once unless the session's stream limit is
+	// reached; then it waits for the relay to grant a stream while ctx
+	// allows and for StreamOpenTimeout at most, after which it fails
+	// with an error wrapping context.DeadlineExceeded. So the caller
+	// need not bound the call itself: passing a request's context costs
+	// no timer, and the wait ends when the request does.
 	OpenStream(ctx context.Context, avoid ...string) (Stream, *Peer, error)
 }
+
+// StreamOpenTimeout bounds how long OpenStream waits for a session at its
+// stream limit to grant a stream. Only that wait arms a timer; opening a
+// stream within the limit, the usual case, does not.
+const StreamOpenTimeout = 5 * time.Second
 
 // Sentinel errors callers branch on.
 var (
