@@ -255,9 +255,9 @@ func TestRelayDropsSilentTCPEdge(t *testing.T) {
 	path, addr := faultPath(t, r, TransportTCP)
 	e := startEdge(t, edgeID, addr, relayID.Fingerprint(), TransportTCP, func(o *ClientOptions) { o.TCPAddr = addr })
 	waitReady(t, e.Client)
-	if n := r.Sessions(); n != 1 {
-		t.Fatalf("Sessions() = %d, want 1", n)
-	}
+	// The edge is ready once it has read WELCOME, which the relay writes
+	// just before it counts the session as up.
+	eventually(t, 5*time.Second, "the relay counts the session", func() bool { return r.Sessions() == 1 })
 	path.SetBlackhole(true)
 	cfg := testConfig()
 	idle := cfg.idleTimeout()
