@@ -122,12 +122,14 @@ func newYamuxConn(tc *tls.Conn, server bool, cfg *Config, io *ioCounters, log *s
 		resets:  make(chan pendingReset, resetQueueLen),
 	}
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
-	rec := &causeConn{Conn: tc, c: c}
+	// yamux writes through frameWriter, which sends each DATA frame's
+	// header and body in one TLS record, to causeConn.
+	rw := newFrameWriter(&causeConn{Conn: tc, c: c})
 	var err error
 	if server {
-		c.sess, err = yamux.Server(rec, yamuxConfig(cfg, log))
+		c.sess, err = yamux.Server(rw, yamuxConfig(cfg, log))
 	} else {
-		c.sess, err = yamux.Client(rec, yamuxConfig(cfg, log))
+		c.sess, err = yamux.Client(rw, yamuxConfig(cfg, log))
 	}
 	if err != nil {
 		tc.Close()
