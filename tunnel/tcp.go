@@ -62,7 +62,12 @@ func yamuxConfig(cfg *Config, log *slog.Logger) *yamux.Config {
 	c.EnableKeepAlive = false
 	c.ConnectionWriteTimeout = yamuxWriteTimeout
 	c.MaxStreamWindowSize = yamuxMaxStreamWindow
-	c.StreamOpenTimeout = cfg.HandshakeTimeout
+	// No per-stream open timer: it costs a goroutine and a timer for
+	// every stream, and what it guards against is covered. A relay that
+	// stops answering is found by the liveness checks, and its session's
+	// end returns a waiting OpenStream; a relay whose stream acceptor
+	// ends has its session closed by the errgroup of Server.run.
+	c.StreamOpenTimeout = 0
 	c.StreamCloseTimeout = time.Minute
 	c.LogOutput = nil
 	c.Logger = yamuxLogger{log}
@@ -211,9 +216,9 @@ func (c *yamuxConn) fail(err error) {
 
 // openStream opens a stream. yamux has no stream credit (the relay refuses a
 // stream over its limit in-band): its OpenStream waits only while 1024
-// streams await the peer's acknowledgement, which must come within the
-// handshake timeout (yamux's StreamOpenTimeout, see yamuxConfig) or the
-// session ends. So ctx and wait are not watched.
+// streams await the peer's acknowledgement, which a live relay's acceptor
+// gives at once, and a dead relay's session ends within the liveness
+// bounds (see yamuxConfig). So ctx and wait are not watched.
 func (c *yamuxConn) openStream(_ context.Context, _ time.Duration) (stream, error) {
 	if err := closeCause(c); err != nil {
 		return nil, err
