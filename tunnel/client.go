@@ -191,7 +191,7 @@ func newClient(opts ClientOptions) (*Client, error) {
 		log:     opts.Logger.With("relay_addr", opts.RelayAddr),
 		tlsConf: clientTLSConfig(opts.Identity, pin),
 		// The relay never opens streams to the edge.
-		quicConf:  quicConfig(&opts.Config, -1),
+		quicConf:  quicConfig(&opts.Config, -1, false),
 		tcpAddr:   tcpAddr,
 		dialer:    opts.Dialer,
 		openWait:  StreamOpenTimeout,

@@ -205,6 +205,7 @@ func (p *pipeStream) Abort(proto.ResetCode)    { p.Conn.Close() }
 func (p *pipeStream) ID() int64                { return 0 }
 func (p *pipeStream) Context() context.Context { return context.Background() }
 func (p *pipeStream) setOnDone(func())         {}
+func (p *pipeStream) releaseCredit()           {}
 
 var (
 	_ conn   = (*fakeConn)(nil)

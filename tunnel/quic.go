@@ -48,8 +48,11 @@ const DefaultMaxStreams = 10000
 
 // quicConfig returns the QUIC settings for one side. maxIncoming is how many
 // bidirectional streams the peer may open at once; negative allows none.
-func quicConfig(cfg *Config, maxIncoming int64) *quic.Config {
+// With holdCredit, a stream's credit goes back to the peer only once
+// releaseCredit was called on it (the relay's creditBatch).
+func quicConfig(cfg *Config, maxIncoming int64, holdCredit bool) *quic.Config {
 	return &quic.Config{
+		RequireStreamCreditRelease:     holdCredit,
 		HandshakeIdleTimeout:           cfg.HandshakeTimeout,
 		MaxIdleTimeout:                 cfg.idleTimeout(),
 		KeepAlivePeriod:                cfg.PingInterval,
@@ -268,6 +271,8 @@ func (q *quicStream) Close() error {
 
 // SetDeadline sets the deadline of both directions.
 func (q *quicStream) SetDeadline(t time.Time) error { return q.s.SetDeadline(t) }
+
+func (q *quicStream) releaseCredit() { q.s.ReleaseStreamCredit() }
 
 // SetReadDeadline sets the deadline of Reads. quic-go arms a timer only
 // inside a Read that has to wait; after Abort, Reads fail whatever the

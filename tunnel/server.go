@@ -38,8 +38,9 @@ type ServerOptions struct {
 	// refuses the edge during the TLS handshake. Required.
 	Authorize func(edgeKey string) (edgeName string, upstreams []string, err error)
 	// MaxStreams is how many exchange streams one session may have open at
-	// once; more wait in the edge's OpenStream. Default: 10000. Zero means
-	// the default.
+	// once; a stream over it is refused in-band (CodeRefused), and over
+	// QUIC the edge's stream credit stops it close to the limit. Default:
+	// 10000. Zero means the default.
 	MaxStreams int
 	// Logger receives session events; nil discards them. A failed session
 	// attempt (TLS or control handshake) is a WARN line with its reason,
@@ -109,6 +110,10 @@ type serverSession struct {
 	peer *Peer
 	ctrl *controlStream
 	log  *slog.Logger
+
+	// credit returns the stream credit of finished exchanges to a QUIC
+	// edge in batches.
+	credit creditBatch
 }
 
 // sendGoAway asks the session's GOAWAY writer to tell the edge that the
@@ -152,8 +157,10 @@ func NewServer(opts ServerOptions, h Handler) (*Server, error) {
 		cfg:          cfg,
 		h:            h,
 		log:          log,
-		// One more than MaxStreams: the control stream counts too.
-		quicConf:     quicConfig(&cfg, int64(opts.MaxStreams)+1),
+		// One more than MaxStreams, for the control stream, and room for
+		// the credit of finished streams held back to return in batches
+		// (acceptStreams holds the edge to MaxStreams itself).
+		quicConf:     quicConfig(&cfg, int64(opts.MaxStreams+1+heldCredit(creditBatchSize(opts.MaxStreams))), true),
 		handshakeLog: newLogThrottle(handshakeLogBurst, handshakeLogInterval, numFailureReasons),
 		sessions:     make(map[*serverSession]struct{}),
 	}
@@ -371,6 +378,9 @@ func lingeringClose(c net.Conn) {
 // startSession registers c and serves it in a goroutine.
 func (s *Server) startSession(c conn) {
 	ss := &serverSession{conn: c, goaway: make(chan struct{}), goawayDone: make(chan struct{})}
+	if c.transport() == TransportQUIC {
+		ss.credit.size = creditBatchSize(s.opts.MaxStreams)
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -544,10 +554,9 @@ func (s *Server) acceptStreams(ctx context.Context, ss *serverSession) error {
 	defer cancel()
 	stopOnClose := context.AfterFunc(s.closing, cancel)
 	defer stopOnClose()
-	// QUIC holds the edge to MaxStreams with stream credit; yamux has no
-	// such limit, so a stream over it is refused (the edge may retry it
-	// on another session).
-	limit := conn.transport() == TransportTCP
+	// A stream over MaxStreams is refused (the edge may retry it on
+	// another session): yamux has no stream credit, and QUIC's allows
+	// MaxStreams plus what creditBatch may hold back.
 	var open atomic.Int64
 	for {
 		st, err := conn.acceptStream(ctx)
@@ -556,9 +565,10 @@ func (s *Server) acceptStreams(ctx context.Context, ss *serverSession) error {
 		}
 		s.counts.accepted.Add(1)
 		s.lastAccept.Store(time.Now().UnixNano())
-		if limit && open.Load() >= int64(s.opts.MaxStreams) {
+		if open.Load() >= int64(s.opts.MaxStreams) {
 			s.counts.refused.Add(1)
 			refuseStream(st, fmt.Sprintf("airlock relay: the session is at its limit of %d streams", s.opts.MaxStreams))
+			ss.credit.finished(st)
 			continue
 		}
 		open.Add(1)
@@ -566,7 +576,7 @@ func (s *Server) acceptStreams(ctx context.Context, ss *serverSession) error {
 		s.wg.Add(1)
 		go func() {
 			defer open.Add(-1)
-			s.serveStream(hctx, ss.peer, st, ss.log)
+			s.serveStream(hctx, ss, st)
 		}()
 	}
 }
@@ -631,18 +641,19 @@ func (s *Server) serveControl(c conn, ctrl *controlStream) error {
 // serveStream runs the handler on one exchange stream. If the handler
 // returns without closing the stream, or panics, the stream is closed or
 // aborted here so that its flow-control credit is not lost.
-func (s *Server) serveStream(ctx context.Context, peer *Peer, qs stream, log *slog.Logger) {
+func (s *Server) serveStream(ctx context.Context, ss *serverSession, qs stream) {
 	defer s.wg.Done()
 	defer s.inflight.done()
+	defer ss.credit.finished(qs)
 	defer func() {
 		if v := recover(); v != nil {
-			log.Error("tunnel: stream handler panicked", "stream", qs.ID(), "panic", v, "stack", string(debug.Stack()))
+			ss.log.Error("tunnel: stream handler panicked", "stream", qs.ID(), "panic", v, "stack", string(debug.Stack()))
 			qs.Abort(proto.CodeInternal)
 			return
 		}
 		qs.Close()
 	}()
-	s.h.ServeStream(ctx, peer, qs)
+	s.h.ServeStream(ctx, ss.peer, qs)
 }
 
 // Sessions returns how many sessions are up (past WELCOME).

@@ -446,6 +446,9 @@ func (y *yamuxStream) ioError(op string, rst *atomic.Int64, err error) error {
 // it.
 func (y *yamuxStream) Context() context.Context { return y.ctx }
 
+// releaseCredit does nothing: yamux has no stream credit.
+func (y *yamuxStream) releaseCredit() {}
+
 // CloseWrite sends a FIN; reads go on.
 func (y *yamuxStream) CloseWrite() error {
 	if y.aborted.Load() {

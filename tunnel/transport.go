@@ -96,6 +96,10 @@ type stream interface {
 	// setOnDone registers f to be called once, at the stream's first Close
 	// or Abort. It must be called before the stream is handed out.
 	setOnDone(f func())
+	// releaseCredit lets the peer open another stream in place of this
+	// one, once it has completed (see creditBatch); a no-op where the
+	// transport has no stream credit to hold.
+	releaseCredit()
 }
 
 // doneHook calls a function once, when the stream that embeds it is first
