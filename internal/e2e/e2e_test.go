@@ -359,10 +359,16 @@ func (r *patternReader) Read(p []byte) (int, error) {
 	return int(n), nil
 }
 
+// TestBulkTransfersUseBoundedMemory: moving 64 MiB each way through edge
+// and relay (one process here) grows the heap by a bounded amount, not by
+// the transfer. The bound: a stream's receive window can fill (QUIC: at most
+// 8 MiB), and the heap holds about as much again as garbage before the
+// collector runs (GOGC=100), plus copy buffers; 16 MiB was exceeded now and
+// then under -race (19 MiB).
 func TestBulkTransfersUseBoundedMemory(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, transport string) {
 		const size = 64 << 20
-		const budget = 16 << 20
+		const budget = 24 << 20
 		st := startStackOver(t, transport, testupstream.Options{})
 		peak := watchHeap(t)
 
