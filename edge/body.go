@@ -71,7 +71,6 @@ type clientBody struct {
 	rc      *http.ResponseController
 	timeout time.Duration
 	eof     *atomic.Bool // set at the body's io.EOF
-	stopped *atomic.Bool // set by stopBody: a deadline error is its doing
 	wait    renewal      // the read deadline
 }
 
@@ -82,12 +81,12 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	case err == io.EOF:
 		b.rc.SetReadDeadline(time.Time{})
 		b.eof.Store(true)
-	case err != nil && errors.Is(err, os.ErrDeadlineExceeded) && (b.wait.passed(b.timeout) || !b.stopped.Load()):
-		// The client was silent for the whole timeout, unless stopBody
-		// cut the read short. Both can happen at once: the read error
-		// of our deadline also ends the request's context, which makes
-		// the exchange stop the body; whether our deadline had passed
-		// decides.
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded) && b.wait.passed(b.timeout):
+		// The client was silent for the whole timeout. A deadline error
+		// before our deadline is stopBody's deadline in the past; the two
+		// can also come at once (the read error of ours ends the
+		// request's context, which makes the exchange stop the body), so
+		// whether ours had passed decides, not who set one last.
 		err = fmt.Errorf("%w for %s: %w", errBodyTimeout, b.timeout, err)
 	}
 	return n, err
@@ -130,7 +129,6 @@ func (ex *exchange) stopBody() {
 		return
 	}
 	if !ex.bodyEOF.Load() {
-		ex.bodyStopped.Store(true)
 		ex.rc.SetReadDeadline(time.Now())
 	}
 	<-b.done

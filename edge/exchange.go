@@ -59,12 +59,8 @@ type exchange struct {
 	// bodyEOF is set once the client's body has been read to its end:
 	// from then on nothing reads the client connection for it again.
 	bodyEOF atomic.Bool
-	// bodyStopped is set by stopBody before it makes a blocked read of the
-	// body fail with a deadline in the past, so that the failure is not
-	// taken for the client's silence.
-	bodyStopped atomic.Bool
-	retries     int   // refused attempts sent again
-	refusal     error // the last refusal, when retries > 0
+	retries int   // refused attempts sent again
+	refusal error // the last refusal, when retries > 0
 
 	// For the access log.
 	status            int
@@ -287,7 +283,7 @@ func (ex *exchange) sendRequest(head *proto.RequestHead) error {
 			body = http.MaxBytesReader(ex.w, r.Body, ex.acc.maxBody)
 		}
 		ex.replay = &replayBody{src: &clientBody{
-			r: body, rc: ex.rc, timeout: ex.acc.bodyTimeout, eof: &ex.bodyEOF, stopped: &ex.bodyStopped,
+			r: body, rc: ex.rc, timeout: ex.acc.bodyTimeout, eof: &ex.bodyEOF,
 		}}
 	}
 	// HTTP/1.1 handlers may not read the body once the response has

@@ -66,27 +66,26 @@ func refused(err error) bool {
 // client left, its body failed, or more of it than maxReplay was read.
 func (ex *exchange) rewind() bool {
 	if b := ex.body; b != nil {
-		// The sender returns once its next write fails; a read of the
-		// client's body in progress completes first. The stream is
-		// aborted to make that write fail, and released (which would
-		// cut the read) only if the client leaves meanwhile.
+		// The sender returns once its next write fails, which the abort
+		// makes happen; a read of the client's body in progress
+		// completes first, unless the client leaves meanwhile: then
+		// release cuts it.
 		ex.s.Abort(proto.CodeCancel)
 		select {
 		case <-b.done:
 		case <-ex.r.Context().Done():
-			ex.release(proto.CodeCancel)
-			return false
 		}
-		var se *proto.SourceError
-		if errors.As(b.err, &se) {
-			ex.release(proto.CodeCancel)
-			return false
-		}
-		ex.body = nil
 	}
 	ex.release(proto.CodeCancel)
 	if ex.r.Context().Err() != nil {
 		return false
+	}
+	if b := ex.body; b != nil {
+		var se *proto.SourceError
+		if errors.As(b.err, &se) {
+			return false
+		}
+		ex.body = nil
 	}
 	if ex.replay == nil {
 		return true // no body
