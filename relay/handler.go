@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/airlock-proxy/airlock/internal/hopheader"
+	"github.com/airlock-proxy/airlock/internal/http1"
 	"github.com/airlock-proxy/airlock/proto"
 	"github.com/airlock-proxy/airlock/tunnel"
 )
@@ -88,10 +90,11 @@ func newPeers(c *Config) (*peers, error) {
 	return p, nil
 }
 
-// closeIdle closes the idle upstream connections of every transport.
+// closeIdle closes the idle upstream connections of every upstream, and
+// those of exchanges still running as they finish.
 func (p *peers) closeIdle() {
 	for _, up := range p.upstreams {
-		up.transport.CloseIdleConnections()
+		up.close()
 	}
 }
 
@@ -330,39 +333,29 @@ func (ex *exchange) serve(ctx context.Context) {
 	defer ex.stopWatch()
 
 	var body io.Reader
-	switch {
-	case upgrade != "":
-		// The edge sends no END after the head of an upgrade request:
-		// its bytes follow the 101 as DATA.
-		body = http.NoBody
-	case head.ContentLength == 0:
-		body = http.NoBody
-	default:
+	if upgrade == "" && head.ContentLength != 0 {
+		// The body is the edge's DATA frames. An upgrade request has
+		// none: its bytes follow the 101 as DATA, with no END before.
 		body = &requestBody{ex: ex}
 	}
-	// The trace tells whether the upstream may have seen the request at
-	// all. The request gets target itself as its URL: its string form
-	// parsed again would cost a URL per request.
-	reqCtx := httptrace.WithClientTrace(upCtx, &httptrace.ClientTrace{
-		WroteHeaders: func() { ex.wroteHeaders.Store(true) },
-	})
-	req, err := http.NewRequestWithContext(reqCtx, head.Method, "", body)
-	if err != nil {
-		ex.fail(errBadPath(errors.New("cannot build the upstream request")))
-		return
-	}
-	req.URL, req.Host = target, target.Host
-	if body != http.NoBody {
-		req.ContentLength = head.ContentLength
-	}
 	ex.key = up.pickKey(time.Now())
-	req.Header = requestHeader(head.Header, up, ex.key, ex.h.fwdAddr, upgrade)
-	req.Close = false
-	// The transport itself, not an http.Client: a proxy passes redirects
-	// on to its client instead of following them.
+	header := requestHeader(head.Header, up, ex.key, ex.h.fwdAddr, upgrade)
 	upStart := time.Now()
 	ex.called = true
-	resp, err := up.transport.RoundTrip(req)
+	var resp *http.Response
+	if up.pool != nil && upgrade == "" {
+		resp, err = up.pool.RoundTrip(upCtx, &http1.Request{
+			Method:        head.Method,
+			Target:        target.RequestURI(),
+			Host:          target.Host,
+			Header:        header,
+			Body:          body,
+			ContentLength: head.ContentLength,
+		})
+		ex.wroteHeaders.Store(!http1.Unsent(err))
+	} else {
+		resp, err = ex.viaTransport(upCtx, up, target, header, body)
+	}
 	ex.ttfb = time.Since(ex.start)
 	ex.upstreamTime = time.Since(upStart)
 	if err != nil {
@@ -388,6 +381,37 @@ func (ex *exchange) serve(ctx context.Context) {
 		return
 	}
 	ex.respond(upCtx, resp)
+}
+
+// viaTransport makes the upstream call with net/http: for an upgrade
+// (WebSocket), or an upstream that takes HTTP/2 or a proxy. The trace tells
+// whether the upstream may have seen the request at all.
+func (ex *exchange) viaTransport(ctx context.Context, up *upstream, target *url.URL, header http.Header, body io.Reader) (*http.Response, error) {
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteHeaders: func() { ex.wroteHeaders.Store(true) },
+	})
+	if body == nil {
+		body = http.NoBody
+	}
+	// The request gets target itself as its URL: its string form parsed
+	// again would cost a URL per request.
+	req, err := http.NewRequestWithContext(ctx, ex.head.Method, "", body)
+	if err != nil {
+		return nil, err
+	}
+	req.URL, req.Host = target, target.Host
+	if body != http.NoBody {
+		req.ContentLength = ex.head.ContentLength
+	}
+	if _, ok := header["User-Agent"]; !ok {
+		// A present but empty User-Agent keeps Go's default out.
+		header["User-Agent"] = []string{""}
+	}
+	req.Header = header
+	req.Close = false
+	// The transport itself, not an http.Client: a proxy passes redirects
+	// on to its client instead of following them.
+	return up.transport.RoundTrip(req)
 }
 
 // readHead reads the request HEAD within the handler's head timeout. When it
@@ -633,15 +657,31 @@ type requestBody struct{ ex *exchange }
 func (b *requestBody) Read(p []byte) (int, error) {
 	n, err := b.ex.r.Read(p)
 	b.ex.bytesIn.Add(int64(n))
-	switch {
-	case err == nil:
-	case err == io.EOF:
-	case errors.Is(err, proto.ErrProtocol):
-		b.ex.cancel(errEdgeProtocol)
-	default:
-		b.ex.cancel(errEdgeAborted)
+	if err != nil && err != io.EOF {
+		b.fail(err)
 	}
 	return n, err
+}
+
+// WriteTo copies the body to w frame by frame (proto.Reader.WriteTo), for
+// the upstream client's body writer: each DATA frame is one write upstream.
+// A failure of w is the upstream's and cancels nothing here.
+func (b *requestBody) WriteTo(w io.Writer) (int64, error) {
+	n, err := b.ex.r.WriteTo(w)
+	b.ex.bytesIn.Add(n)
+	if _, sink := errors.AsType[*proto.SinkError](err); err != nil && !sink {
+		b.fail(err)
+	}
+	return n, err
+}
+
+// fail cancels the upstream call for a body that could not be read.
+func (b *requestBody) fail(err error) {
+	if errors.Is(err, proto.ErrProtocol) {
+		b.ex.cancel(errEdgeProtocol)
+	} else {
+		b.ex.cancel(errEdgeAborted)
+	}
 }
 
 // Close does nothing: the stream belongs to ServeStream, not to the

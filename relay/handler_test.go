@@ -22,12 +22,14 @@ import (
 	"github.com/airlock-proxy/airlock/tunnel/tunneltest"
 )
 
-// transports runs a test against an HTTP/1.1 upstream and an HTTP/2 (TLS)
-// upstream.
+// transports runs a test against an upstream in clear and over TLS, both
+// through the relay's HTTP/1.1 pool, and over TLS with http2 = true (Go's
+// HTTP/2 client).
 var transports = []struct {
 	name string
+	tls  bool
 	h2   bool
-}{{"h1", false}, {"h2", true}}
+}{{"h1", false, false}, {"tls", true, false}, {"h2", true, true}}
 
 func TestPathEscapesNeverReachUpstream(t *testing.T) {
 	var hits atomic.Int64
@@ -278,7 +280,9 @@ func TestStreamingEventsEachInOwnFrame(t *testing.T) {
 		t.Run(tr.name, func(t *testing.T) {
 			const events = 5
 			next := make(chan struct{})
-			srv := startUpstream(t, tr.h2, func(w http.ResponseWriter, r *http.Request) {
+			var upProto atomic.Value
+			srv := startUpstream(t, tr.tls, func(w http.ResponseWriter, r *http.Request) {
+				upProto.Store(r.Proto)
 				// Read the body first: Go's HTTP/1 server notices a
 				// closed connection only after that.
 				io.Copy(io.Discard, r.Body)
@@ -303,7 +307,7 @@ func TestStreamingEventsEachInOwnFrame(t *testing.T) {
 				io.WriteString(w, "data: [DONE]\n\n")
 			})
 			h, _ := newTestHandler(t, testConfig(upstreamConfig("openai", srv.URL)))
-			trustUpstream(h, "openai", srv)
+			trustUpstream(h, "openai", srv, tr.h2)
 			e := serve(t, h, testPeer())
 			head := &proto.RequestHead{
 				Method: http.MethodPost, Path: "/chat/completions", Header: http.Header{},
@@ -313,6 +317,9 @@ func TestStreamingEventsEachInOwnFrame(t *testing.T) {
 			rh := e.readHead()
 			if rh.Status != http.StatusOK {
 				t.Fatalf("status = %d, want 200", rh.Status)
+			}
+			if want := map[bool]string{false: "HTTP/1.1", true: "HTTP/2.0"}[tr.h2]; upProto.Load() != want {
+				t.Errorf("upstream saw %v, want %s", upProto.Load(), want)
 			}
 			for i := range events {
 				start := time.Now()
@@ -350,7 +357,7 @@ func TestLargeBodiesIntact(t *testing.T) {
 				rng.Read(reqBody)
 				rng.Read(respBody)
 				got := make(chan string, 1)
-				srv := startUpstream(t, tr.h2, func(w http.ResponseWriter, r *http.Request) {
+				srv := startUpstream(t, tr.tls, func(w http.ResponseWriter, r *http.Request) {
 					sum := sha256.New()
 					n, err := io.Copy(sum, r.Body)
 					if err != nil {
@@ -360,7 +367,7 @@ func TestLargeBodiesIntact(t *testing.T) {
 					w.Write(respBody)
 				})
 				h, logs := newTestHandler(t, testConfig(upstreamConfig("openai", srv.URL)))
-				trustUpstream(h, "openai", srv)
+				trustUpstream(h, "openai", srv, tr.h2)
 				e := serve(t, h, testPeer())
 				head := &proto.RequestHead{
 					Method: http.MethodPost, Path: "/files", Header: http.Header{"Content-Type": {"application/octet-stream"}},
@@ -397,7 +404,7 @@ func TestEdgeAbortCancelsUpstream(t *testing.T) {
 			t.Run(tr.name+"/"+when, func(t *testing.T) {
 				arrived := make(chan struct{})
 				canceled := make(chan time.Time, 1)
-				srv := startUpstream(t, tr.h2, func(w http.ResponseWriter, r *http.Request) {
+				srv := startUpstream(t, tr.tls, func(w http.ResponseWriter, r *http.Request) {
 					if when == "mid-upload" {
 						buf := make([]byte, 10)
 						io.ReadFull(r.Body, buf)
@@ -418,7 +425,7 @@ func TestEdgeAbortCancelsUpstream(t *testing.T) {
 					canceled <- time.Now()
 				})
 				h, logs := newTestHandler(t, testConfig(upstreamConfig("openai", srv.URL)))
-				trustUpstream(h, "openai", srv)
+				trustUpstream(h, "openai", srv, tr.h2)
 				e := serve(t, h, testPeer())
 				head := &proto.RequestHead{
 					Method: http.MethodPost, Path: "/chat/completions", Header: http.Header{},

@@ -57,10 +57,6 @@ func requestHeader(in http.Header, up *upstream, key *apiKey, fwdAddr bool, upgr
 		// behind our back; the client gets the upstream's bytes as sent.
 		h.Set("Accept-Encoding", "identity")
 	}
-	if _, ok := h["User-Agent"]; !ok {
-		// A present but empty User-Agent keeps Go's default out.
-		h["User-Agent"] = []string{""}
-	}
 	if teTrailers {
 		h.Set("Te", "trailers")
 	}

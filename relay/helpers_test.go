@@ -78,10 +78,11 @@ func newTestHandler(t *testing.T, cfg *Config) (*Handler, *testlog.Buffer) {
 }
 
 // startUpstream runs handler as an upstream on loopback: HTTP/1.1 in clear,
-// or HTTP/2 over TLS (the handler's transport then trusts the test CA).
-func startUpstream(t *testing.T, h2 bool, handler http.HandlerFunc) *httptest.Server {
+// or over TLS offering HTTP/2 and HTTP/1.1 (trustUpstream then makes the
+// handler trust the test CA).
+func startUpstream(t *testing.T, tls bool, handler http.HandlerFunc) *httptest.Server {
 	t.Helper()
-	if !h2 {
+	if !tls {
 		srv := httptest.NewServer(handler)
 		t.Cleanup(srv.Close)
 		return srv
@@ -93,14 +94,20 @@ func startUpstream(t *testing.T, h2 bool, handler http.HandlerFunc) *httptest.Se
 	return srv
 }
 
-// trustUpstream makes h's transport for the named upstream trust srv's test
-// certificate.
-func trustUpstream(h *Handler, name string, srv *httptest.Server) {
+// trustUpstream makes h's clients for the named upstream trust srv's test
+// certificate; with h2, the upstream is called as with http2 = true.
+func trustUpstream(h *Handler, name string, srv *httptest.Server, h2 bool) {
 	if srv.TLS == nil {
 		return
 	}
-	tr := h.peers.Load().upstreams[name].transport
+	up := h.peers.Load().upstreams[name]
+	tr := up.transport
 	tr.TLSClientConfig = srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	up.pool.Close()
+	up.pool = nil
+	if !h2 {
+		up.pool = newPool(up.base, tr.ResponseHeaderTimeout, tr.TLSClientConfig.RootCAs)
+	}
 }
 
 // testEdge is the edge side of one exchange over an in-memory stream, with

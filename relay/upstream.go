@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +17,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/airlock-proxy/airlock/internal/http1"
 	"github.com/airlock-proxy/airlock/internal/keyfile"
 )
 
@@ -35,15 +38,30 @@ const (
 )
 
 // upstream is one configured API with its resolved keys and its own pooled
-// transport.
+// clients.
 type upstream struct {
-	name      string
-	base      *url.URL
-	auth      string
-	keys      []*apiKey // none with auth "none"
-	next      atomic.Uint64
-	headers   http.Header
+	name    string
+	base    *url.URL
+	auth    string
+	keys    []*apiKey // none with auth "none"
+	next    atomic.Uint64
+	headers http.Header
+	// pool makes the upstream's requests, on HTTP/1.1 connections it
+	// keeps; nil when the upstream takes HTTP/2 or is reached through a
+	// proxy (see UpstreamConfig.HTTP2).
+	pool *http1.Pool
+	// transport makes the requests pool does not: every upgrade
+	// (WebSocket), and all of them when pool is nil.
 	transport *http.Transport
+}
+
+// close closes the upstream's idle connections, and those of the exchanges
+// still using it as they finish.
+func (u *upstream) close() {
+	u.transport.CloseIdleConnections()
+	if u.pool != nil {
+		u.pool.Close()
+	}
 }
 
 // How long a key rests after the upstream refused it: a rate limit without
@@ -148,7 +166,49 @@ func newUpstream(c *UpstreamConfig) (*upstream, error) {
 	for name, v := range c.Headers {
 		u.headers.Set(name, v)
 	}
+	if !c.HTTP2 && !proxied(base) {
+		u.pool = newPool(base, c.ResponseHeaderTimeout.Duration, nil)
+	}
 	return u, nil
+}
+
+// proxied reports whether the environment sends requests to base through a
+// proxy (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), which only net/http speaks.
+func proxied(base *url.URL) bool {
+	p, err := http.ProxyFromEnvironment(&http.Request{URL: base})
+	return err != nil || p != nil
+}
+
+// newPool returns the HTTP/1.1 connection pool of the upstream at base, with
+// the same bounds as its transport. roots are the CAs a TLS upstream's
+// certificate must chain to; nil: the system's.
+func newPool(base *url.URL, responseHeaderTimeout time.Duration, roots *x509.CertPool) *http1.Pool {
+	port := base.Port()
+	opt := http1.Options{
+		DialTimeout:           dialTimeout,
+		HandshakeTimeout:      tlsHandshakeTimeout,
+		KeepAlive:             30 * time.Second,
+		ResponseHeaderTimeout: responseHeaderTimeout,
+		IdleTimeout:           idleConnTimeout,
+		MaxIdle:               maxIdleConnsPerHost,
+	}
+	if base.Scheme == "https" {
+		if port == "" {
+			port = "443"
+		}
+		opt.TLS = &tls.Config{
+			ServerName: base.Hostname(),
+			RootCAs:    roots,
+			MinVersion: tls.VersionTLS12,
+			// Resumed sessions skip the certificate exchange when
+			// the pool grows or replaces a connection.
+			ClientSessionCache: tls.NewLRUClientSessionCache(0),
+		}
+	} else if port == "" {
+		port = "80"
+	}
+	opt.Addr = net.JoinHostPort(base.Hostname(), port)
+	return http1.NewPool(opt)
 }
 
 // newTransport returns a pooled transport that tries HTTP/2, never

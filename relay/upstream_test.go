@@ -104,3 +104,30 @@ func TestJoinPathBaseWithoutPath(t *testing.T) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
+
+// TestUpstreamClient checks which client an upstream's requests take: the
+// HTTP/1.1 pool unless http2 = true (proxies from the environment are not
+// set in tests).
+func TestUpstreamClient(t *testing.T) {
+	for _, tt := range []struct {
+		base     string
+		http2    bool
+		wantPool bool
+	}{
+		{"http://127.0.0.1:9/v1", false, true},
+		{"https://api.example.com/v1", false, true},
+		{"https://[::1]:8443/v1", false, true},
+		{"https://api.example.com/v1", true, false},
+		{"http://127.0.0.1:9/v1", true, false},
+	} {
+		c := UpstreamConfig{Name: "u", BaseURL: tt.base, Auth: AuthNone, HTTP2: tt.http2}
+		up, err := newUpstream(&c)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.base, err)
+		}
+		if got := up.pool != nil; got != tt.wantPool {
+			t.Errorf("%s, http2 = %v: pool %v, want %v", tt.base, tt.http2, got, tt.wantPool)
+		}
+		up.close()
+	}
+}
