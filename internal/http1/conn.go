@@ -140,7 +140,7 @@ func (c *conn) readResponse(req *Request) (*http.Response, error) {
 		c.lim.n = max
 		line, err := c.tp.ReadLine()
 		if err != nil {
-			if c.lim.n == max && c.br.Buffered() == 0 && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
+			if interim == 0 && c.lim.n == max && c.br.Buffered() == 0 && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
 				return nil, errServerClosed
 			}
 			return nil, c.headError("reading response status line", err)
@@ -334,6 +334,11 @@ func (w *bodyWriter) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	if w.left < 0 {
+		if len(p) == 0 {
+			// A chunk of no data is the last chunk: it would end the
+			// body here.
+			return 0, nil
+		}
 		size := strconv.AppendUint(w.hdr[:0], uint64(len(p)), 16)
 		bufs := net.Buffers{append(size, "\r\n"...), p, crlf}
 		if _, err := bufs.WriteTo(w.nc); err != nil {

@@ -33,6 +33,7 @@ func FuzzResponse(f *testing.F) {
 		{false, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
 		{false, "HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n"},
 		{false, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"},
+		{false, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA"},
 		{false, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
 		{false, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"},
 		{false, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n"},
@@ -110,14 +111,15 @@ func FuzzResponse(f *testing.F) {
 		if n > int64(len(data)) {
 			t.Fatalf("read a body of more than the %d bytes sent", len(data))
 		}
-		if err != nil {
-			return
-		}
-		// The body ended cleanly (io.EOF).
+		// Cut short or not, a body never goes past its length.
 		if head && n != 0 {
 			t.Errorf("HEAD response with a body of %d bytes", n)
 		}
-		if !head && resp.ContentLength >= 0 && n != resp.ContentLength {
+		if !head && resp.ContentLength >= 0 && n > resp.ContentLength {
+			t.Errorf("body of %d bytes, ContentLength %d", n, resp.ContentLength)
+		}
+		// Ended cleanly (io.EOF), it has its whole length.
+		if err == nil && !head && resp.ContentLength >= 0 && n != resp.ContentLength {
 			t.Errorf("body of %d bytes, ContentLength %d", n, resp.ContentLength)
 		}
 	})

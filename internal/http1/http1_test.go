@@ -862,8 +862,8 @@ func TestTrailerFromNetHTTP(t *testing.T) {
 }
 
 // TestLargeBodies proves that bodies of sizes around SmallBody and of
-// megabytes, of known and unknown length, go up and come back byte for
-// byte, framed as they should be.
+// megabytes, of known and unknown length, copied by reads or by their own
+// WriteTo, go up and come back byte for byte, framed as they should be.
 func TestLargeBodies(t *testing.T) {
 	type upload struct {
 		cl  int64
@@ -917,11 +917,11 @@ func TestLargeBodies(t *testing.T) {
 }
 
 // TestStreamedBodyIsConcurrent proves that a body longer than SmallBody, or
-// of unknown length, is written by a goroutine of its own: the server sends
-// the response head and part of its body before it reads any of the
-// request's 8 MiB (more than socket buffers hold), and reads it only once
-// the client has read that part. Written inline, the client would still be
-// blocked writing.
+// of unknown length, is written by a goroutine of its own (whether copied
+// by reads or by its WriteTo): the server sends the response head and part
+// of its body before it reads any of the request's 8 MiB (more than socket
+// buffers hold), and reads it only once the client has read that part.
+// Written inline, the client would still be blocked writing.
 func TestStreamedBodyIsConcurrent(t *testing.T) {
 	const size = 8 << 20
 	data := randomBytes(size)

@@ -128,6 +128,14 @@ func (p *Pool) Close() {
 // is sent again on a new one, if that cannot repeat anything the upstream
 // acted on: no byte of it was written, or it has no body and an idempotent
 // method (as net/http decides).
+//
+// A body longer than SmallBody, or of unknown length, is written by a
+// goroutine of its own, which may go on reading req.Body after RoundTrip
+// and even Body.Close return, until req.Body ends or fails, or the
+// connection does: the caller ends req.Body when it is done with the
+// exchange (the relay's is the tunnel stream, which the exchange releases).
+// The connection goes back to the pool only if that goroutine had finished
+// when the response ended; waiting for it could wait on the client.
 func (p *Pool) RoundTrip(ctx context.Context, req *Request) (*http.Response, error) {
 	if err := req.check(); err != nil {
 		return nil, &unsentError{err}
@@ -220,10 +228,6 @@ func (p *Pool) dial(ctx context.Context) (*conn, error) {
 		if err != nil {
 			nc.Close()
 			return nil, fmt.Errorf("TLS handshake with %s: %w", p.opt.Addr, err)
-		}
-		if proto := tc.ConnectionState().NegotiatedProtocol; proto != "" && proto != "http/1.1" {
-			nc.Close()
-			return nil, fmt.Errorf("TLS handshake with %s: the server chose protocol %q, not http/1.1", p.opt.Addr, proto)
 		}
 		nc = tc
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/textproto"
 	"strconv"
 
 	"golang.org/x/net/http/httpguts"
@@ -32,7 +33,7 @@ type Request struct {
 
 // framingHeader reports whether the pool sets or drops the header itself.
 func framingHeader(name string) bool {
-	switch name {
+	switch textproto.CanonicalMIMEHeaderKey(name) {
 	case "Host", "Content-Length", "Transfer-Encoding", "Connection":
 		return true
 	}
