@@ -172,7 +172,8 @@ func (b *body) readTrailer() error {
 func (b *body) finish() error {
 	b.done, b.err = true, io.EOF
 	c := b.c
-	if b.stop() && b.keepAlive && c.br.Buffered() == 0 && c.writerDone() {
+	finished, err := c.writer()
+	if b.stop() && b.keepAlive && c.br.Buffered() == 0 && finished && err == nil {
 		c.pool.put(c)
 	} else {
 		c.close()

@@ -41,8 +41,10 @@ type conn struct {
 	idleSince time.Time // when it was last put back
 
 	// writeDone receives the result of the goroutine that writes a
-	// streamed request body; nil when the body went with the head.
+	// streamed request body; nil when the body went with the head, or
+	// once writeErr holds the result.
 	writeDone chan error
+	writeErr  error
 }
 
 // limitReader is the connection as its read buffer sees it: while n is not
@@ -110,7 +112,7 @@ func (c *conn) send(ctx context.Context, req *Request, msg []byte, stop func() b
 		return nil, err
 	}
 	if req.streamed() {
-		c.writeDone = make(chan error, 1)
+		c.writeDone, c.writeErr = make(chan error, 1), nil
 		go c.writeBody(req)
 	}
 	resp, err := c.readResponse(req)
@@ -187,16 +189,10 @@ func (c *conn) headError(what string, err error) error {
 // sourceFailure returns the failure to read a streamed request body, if
 // that is what ended the body writer.
 func (c *conn) sourceFailure() error {
-	if c.writeDone == nil {
-		return nil
-	}
-	select {
-	case err := <-c.writeDone:
-		c.writeDone = nil
+	if finished, err := c.writer(); finished {
 		if _, ok := errors.AsType[*sourceError](err); ok {
 			return err
 		}
-	default:
 	}
 	return nil
 }
@@ -394,19 +390,19 @@ func (c *conn) writeChunked(r io.Reader, buf []byte) error {
 	}
 }
 
-// writerDone reports whether a streamed body was written whole; true when
-// there was none.
-func (c *conn) writerDone() bool {
-	if c.writeDone == nil {
-		return true
+// writer reports whether the goroutine writing a streamed request body
+// has finished, and with what error; with no such goroutine, it has, with
+// none.
+func (c *conn) writer() (finished bool, err error) {
+	if c.writeDone != nil {
+		select {
+		case c.writeErr = <-c.writeDone:
+			c.writeDone = nil
+		default:
+			return false, nil
+		}
 	}
-	select {
-	case err := <-c.writeDone:
-		c.writeDone = nil
-		return err == nil
-	default:
-		return false
-	}
+	return true, c.writeErr
 }
 
 // keepAlive reports whether the connection may serve another request after

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"strconv"
+	"strings"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -43,10 +44,11 @@ func framingHeader(name string) bool {
 // check validates what will be written on the wire: nothing in a request
 // can add a line to it.
 func (r *Request) check() error {
-	if r.Method == "" || !validToken(r.Method) {
+	// A method is a token, as a header name is.
+	if !httpguts.ValidHeaderFieldName(r.Method) {
 		return fmt.Errorf("invalid method %q", r.Method)
 	}
-	if r.Target == "" || r.Target[0] != '/' || !printable(r.Target) {
+	if r.Target == "" || r.Target[0] != '/' || strings.ContainsFunc(r.Target, notVisible) {
 		return fmt.Errorf("invalid request target %q", r.Target)
 	}
 	if !httpguts.ValidHostHeader(r.Host) || r.Host == "" {
@@ -156,22 +158,6 @@ func (r *Request) appendMessage(b []byte) ([]byte, error) {
 // before a body counts as broken (io.ErrNoProgress), as in bufio.
 const maxEmptyReads = 100
 
-// validToken reports whether s is an HTTP token.
-func validToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if !httpguts.IsTokenRune(rune(s[i])) {
-			return false
-		}
-	}
-	return true
-}
-
-// printable reports whether s has only bytes 0x21 to 0x7e.
-func printable(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
+// notVisible reports whether r is not a visible ASCII character (0x21 to
+// 0x7e), which a request target must be made of.
+func notVisible(r rune) bool { return r <= ' ' || r >= 0x7f }
