@@ -35,36 +35,51 @@ var (
 )
 
 // CopyBuffer is a pooled read buffer that starts small and grows once to
-// CopyBufferSize when a read fills it, so that thousands of idle streams
-// hold 2 KiB each while a bulk transfer still reads 32 KiB at a time.
+// CopyBufferSize when a read fills it, so that a trickle of SSE events is
+// copied through 2 KiB while a bulk transfer still reads 32 KiB at a time.
+// It takes its buffer from the pool at first use and gives it back at Idle,
+// so that a copy waiting for its next bytes holds none: thousands of open
+// streams that are waiting hold none of them.
 type CopyBuffer struct {
-	bp  *[]byte
+	bp  *[]byte // nil while idle
 	big bool
 }
 
-// NewCopyBuffer returns a small pooled buffer. Call Release when done.
-func NewCopyBuffer() *CopyBuffer {
-	return &CopyBuffer{bp: smallBufPool.Get().(*[]byte)}
+// NewCopyBuffer returns a copy buffer that holds nothing yet. Call Release
+// when done.
+func NewCopyBuffer() *CopyBuffer { return &CopyBuffer{} }
+
+// withHeaderRoom returns the whole buffer, frame header room included,
+// taking it from its pool if the copy was idle.
+func (c *CopyBuffer) withHeaderRoom() []byte {
+	if c.bp == nil {
+		if c.big {
+			c.bp = copyBufPool.Get().(*[]byte)
+		} else {
+			c.bp = smallBufPool.Get().(*[]byte)
+		}
+	}
+	return *c.bp
 }
 
 // Bytes returns the buffer to read into, after room for a frame header.
-func (c *CopyBuffer) Bytes() []byte { return (*c.bp)[maxFrameHeaderLen:] }
-
-// withHeaderRoom returns the whole buffer, frame header room included.
-func (c *CopyBuffer) withHeaderRoom() []byte { return *c.bp }
+func (c *CopyBuffer) Bytes() []byte { return c.withHeaderRoom()[maxFrameHeaderLen:] }
 
 // Grow moves to the large buffer if a read of n bytes filled the small one.
 func (c *CopyBuffer) Grow(n int) {
 	if c.big || n < SmallBufferSize {
 		return
 	}
-	smallBufPool.Put(c.bp)
-	c.bp, c.big = copyBufPool.Get().(*[]byte), true
+	c.Idle()
+	c.big = true
 }
 
-// Release returns the buffer to its pool; the CopyBuffer must not be used
-// after.
-func (c *CopyBuffer) Release() {
+// Idle gives the buffer back to its pool while the copy waits; the next
+// Bytes takes one of the same size again.
+func (c *CopyBuffer) Idle() {
+	if c.bp == nil {
+		return
+	}
 	if c.big {
 		copyBufPool.Put(c.bp)
 	} else {
@@ -72,6 +87,9 @@ func (c *CopyBuffer) Release() {
 	}
 	c.bp = nil
 }
+
+// Release gives the buffer back; the CopyBuffer must not be used after.
+func (c *CopyBuffer) Release() { c.Idle() }
 
 type direction uint8
 
@@ -207,18 +225,34 @@ func (w *Writer) Write(p []byte) (int, error) {
 // read, so that whatever src yields is on the wire before the next read
 // blocks. It implements io.ReaderFrom, so io.Copy uses it. Errors from src
 // are returned wrapped in a [*SourceError]; other errors are from writing.
-// ReadFrom does not write END.
+// ReadFrom does not write END. When src has a method WaitReadable() error
+// that blocks until a Read would not, ReadFrom calls it instead of reading
+// into a buffer whenever the last read was short (under SmallBufferSize),
+// so that a stream waiting for its next event holds no copy buffer.
 func (w *Writer) ReadFrom(src io.Reader) (int64, error) {
 	if w.state != inBody {
 		return 0, fmt.Errorf("writing DATA: %w", ErrFrameOrder)
 	}
+	waiter, _ := src.(readWaiter)
 	cb := NewCopyBuffer()
 	defer cb.Release()
 	var total int64
-	for {
+	for filled := false; ; {
+		if waiter != nil && !filled {
+			// The last read took all there was: wait for more without
+			// holding a buffer.
+			cb.Idle()
+			if err := waiter.WaitReadable(); err != nil {
+				return total, &SourceError{Err: err}
+			}
+		}
 		buf := cb.withHeaderRoom()
 		limit := min(len(buf), maxFrameHeaderLen+w.lim.MaxDataSize)
 		n, rerr := src.Read(buf[maxFrameHeaderLen:limit])
+		// A read of a small buffer's worth or more says the bytes are
+		// flowing (a source that waited returns at most its own
+		// buffer's worth: 4 KiB for an upstream body): read on.
+		filled = n >= min(SmallBufferSize, limit-maxFrameHeaderLen)
 		if n > 0 {
 			if err := w.writeFramed(FrameData, buf[:maxFrameHeaderLen+n]); err != nil {
 				return total, err
@@ -393,16 +427,8 @@ func (r *Reader) ReadResponseHead() (*ResponseHead, error) {
 // error wrapping io.ErrUnexpectedEOF when the stream ends without either: a
 // cut stream never looks complete.
 func (r *Reader) Read(p []byte) (int, error) {
-	if r.err != nil {
-		return 0, r.err
-	}
-	if r.state != inBody {
-		return 0, fmt.Errorf("reading DATA: %w", ErrFrameOrder)
-	}
-	for r.remaining == 0 {
-		if err := r.nextBodyFrame(); err != nil {
-			return 0, err
-		}
+	if err := r.waitFrame(); err != nil {
+		return 0, err
 	}
 	if len(p) == 0 {
 		return 0, nil
@@ -437,6 +463,17 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	defer cb.Release()
 	var total int64
 	for {
+		if !r.Ready() {
+			// The next frame is not here yet: wait for its header
+			// without holding a buffer.
+			cb.Idle()
+			if err := r.waitFrame(); err != nil {
+				if err == io.EOF {
+					return total, nil
+				}
+				return total, err
+			}
+		}
 		buf := cb.Bytes()
 		n, rerr := r.Read(buf)
 		if n > 0 {
@@ -467,6 +504,29 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 		}
 	}
 }
+
+// waitFrame waits until the current DATA frame has payload left to read,
+// reading the headers of the frames before it (END and RESET end the body,
+// as for Read).
+func (r *Reader) waitFrame() error {
+	if r.err != nil {
+		return r.err
+	}
+	if r.state != inBody {
+		return fmt.Errorf("reading DATA: %w", ErrFrameOrder)
+	}
+	for r.remaining == 0 {
+		if err := r.nextBodyFrame(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readWaiter is a source of [Writer.ReadFrom] that can wait for its next
+// bytes without a buffer to read them into (an upstream response body with
+// a read buffer of its own). An error ends the copy as a read error would.
+type readWaiter interface{ WaitReadable() error }
 
 // flusher is a destination of [Reader.WriteTo] that buffers what it is
 // written until it is flushed.

@@ -766,3 +766,60 @@ func readFrames(t *testing.T, r *Reader, frames []int) []byte {
 	}
 	return body
 }
+
+// waitingSource is a chunkSource that can wait for its next bytes: it
+// records, before each read, whether WaitReadable was called since the last
+// one.
+type waitingSource struct {
+	chunkSource
+	waited  bool
+	waits   []bool // per Read: whether it followed a WaitReadable
+	waitErr error
+}
+
+func (s *waitingSource) WaitReadable() error {
+	s.waited = true
+	return s.waitErr
+}
+
+func (s *waitingSource) Read(p []byte) (int, error) {
+	s.waits = append(s.waits, s.waited)
+	s.waited = false
+	return s.chunkSource.Read(p)
+}
+
+// TestReadFromWaitsWithoutBuffer checks that ReadFrom lets a source that
+// can wait (an upstream body) wait before every read that may block, the
+// first one and each after a read that did not fill the buffer, and only
+// then, so that an idle stream holds no copy buffer while a bulk copy goes
+// on reading into full buffers; and that a failed wait ends the copy as a
+// source error.
+func TestReadFromWaitsWithoutBuffer(t *testing.T) {
+	src := &waitingSource{chunkSource: chunkSource{chunks: [][]byte{
+		pattern(100), pattern(SmallBufferSize), pattern(4096), pattern(CopyBufferSize), pattern(5),
+	}}}
+	w := NewWriter(io.Discard, Limits{})
+	if err := w.WriteRequestHead(&RequestHead{Method: "POST", Path: "/", ContentLength: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.ReadFrom(src); err != nil {
+		t.Fatal(err)
+	}
+	// Reads: 100 (after the first wait), 2 KiB (after a short read), 4 KiB
+	// and 32 KiB and 5 (each after a long one), EOF (after a short one).
+	if want := []bool{true, true, false, false, false, true}; !reflect.DeepEqual(src.waits, want) {
+		t.Errorf("waited before reads: got %v, want %v", src.waits, want)
+	}
+
+	errWait := errors.New("upstream gone")
+	src = &waitingSource{waitErr: errWait}
+	w = NewWriter(io.Discard, Limits{})
+	if err := w.WriteRequestHead(&RequestHead{Method: "POST", Path: "/", ContentLength: -1}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := w.ReadFrom(src)
+	var se *SourceError
+	if !errors.As(err, &se) || !errors.Is(err, errWait) {
+		t.Errorf("failed wait: got %v, want a *SourceError wrapping %v", err, errWait)
+	}
+}

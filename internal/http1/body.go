@@ -146,6 +146,26 @@ func (b *body) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// WaitReadable blocks until the connection has bytes for the body (or the
+// body has ended), so that a caller can wait without a buffer of its own:
+// the connection's read buffer takes them (proto.Writer.ReadFrom uses it).
+// A failure ends the body, as it would in Read.
+func (b *body) WaitReadable() error {
+	if b.done || b.mode == byLength && b.remaining == 0 || b.c.br.Buffered() > 0 {
+		return nil
+	}
+	if _, err := b.c.br.Peek(1); err != nil {
+		if err == io.EOF && b.mode == byClosing {
+			return nil // the body's end: Read says so
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return b.fail(err)
+	}
+	return nil
+}
+
 // readTrailer reads the trailer section after the last chunk into
 // resp.Trailer.
 func (b *body) readTrailer() error {

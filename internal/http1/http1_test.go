@@ -2356,3 +2356,67 @@ func TestWriterToBody(t *testing.T) {
 		})
 	}
 }
+
+// TestWaitReadable checks that a body's WaitReadable blocks until the
+// upstream sends the body's next bytes, in every framing, then that Read
+// returns them; that at the end of a read-until-close body it returns nil
+// and Read io.EOF; and that a connection cut mid-body is an error there.
+func TestWaitReadable(t *testing.T) {
+	for _, tt := range []struct {
+		name, head, part string
+		cut              bool // the server closes instead of sending the rest
+		wantErr          string
+	}{
+		{name: "Content-Length", head: "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", part: "data"},
+		{name: "chunked", head: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", part: "4\r\ndata\r\n0\r\n\r\n"},
+		{name: "until close", head: "HTTP/1.1 200 OK\r\n\r\n", part: "data", cut: true},
+		{name: "cut mid-body", head: "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", cut: true, wantErr: "unexpected EOF"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			leakCheck(t)
+			send := make(chan struct{})
+			srv := newRawServer(t, func(c net.Conn, br *bufio.Reader, _ int) {
+				if _, _, err := readRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, tt.head)
+				<-send
+				io.WriteString(c, tt.part)
+				if !tt.cut {
+					drain(c)
+				}
+			})
+			p := newTestPool(t, srv.addr, Options{})
+			resp, err := p.RoundTrip(testCtx(t), get("/"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			w := resp.Body.(interface{ WaitReadable() error })
+			waited := make(chan error, 1)
+			go func() { waited <- w.WaitReadable() }()
+			select {
+			case err := <-waited:
+				t.Fatalf("WaitReadable returned %v before the body was sent", err)
+			case <-time.After(50 * time.Millisecond):
+			}
+			close(send)
+			err = waitFor(t, waited, "WaitReadable")
+			if tt.wantErr != "" {
+				errorContains(t, err, tt.wantErr)
+				return
+			}
+			if err != nil {
+				t.Fatalf("WaitReadable: %v", err)
+			}
+			if tt.part != "" {
+				if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "data" {
+					t.Fatalf("body after the wait: %q, %v; want %q", b, err, "data")
+				}
+			}
+			if err := w.WaitReadable(); err != nil {
+				t.Errorf("WaitReadable at the end of the body: %v, want nil", err)
+			}
+		})
+	}
+}
