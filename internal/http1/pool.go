@@ -44,8 +44,13 @@ const (
 	// it: servers close idle connections after seconds, not microseconds,
 	// so a busy pool never pays for the check.
 	probeAfter = time.Second
-	// readBufferSize is each connection's read buffer.
-	readBufferSize = 4 << 10
+	// readBufferSize is each connection's read buffer, held for as long
+	// as its response streams (thousands of SSE streams hold one each).
+	// Longer head lines are read across fills; bodies are read straight
+	// into the caller's buffer once it is this large.
+	readBufferSize = 2 << 10
+	// messageBufferSize is the pooled buffer a request message starts in.
+	messageBufferSize = 4 << 10
 	// max1xx is the most interim (1xx) responses skipped before one
 	// request's final response, as in net/http.
 	max1xx = 5
@@ -253,7 +258,7 @@ func Unsent(err error) bool {
 
 // bufferPool holds the buffers request messages are built in.
 var bufferPool = sync.Pool{New: func() any {
-	b := make([]byte, 0, readBufferSize)
+	b := make([]byte, 0, messageBufferSize)
 	return &b
 }}
 
