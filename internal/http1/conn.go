@@ -228,26 +228,30 @@ func truncate(s string) string {
 }
 
 // writeBody writes a streamed request body, chunked when its length is
-// unknown, and sends the result on c.writeDone. A body that cannot be read
-// interrupts c: the upstream would wait for the rest forever. A failed
-// write does not: the upstream may have answered and closed, and its
-// answer is still to be read.
+// unknown, and sends the result on c.writeDone. A body that knows how to
+// copy itself (io.WriterTo, such as a tunnel stream's frames) writes to the
+// connection directly; any other is read through a pooled buffer. Either
+// way each write of the body is one write (or one chunk) on the wire.
+//
+// A body that cannot be read interrupts c: the upstream would wait for the
+// rest forever. A failed write does not: the upstream may have answered and
+// closed, and its answer is still to be read.
 func (c *conn) writeBody(req *Request) {
-	bp := getBuffer()
-	defer putBuffer(bp)
-	if cap(*bp) < copyBufferSize {
-		*bp = make([]byte, 0, copyBufferSize)
-	}
-	buf := (*bp)[:copyBufferSize]
+	w := &bodyWriter{nc: c.nc, left: req.ContentLength}
 	var err error
-	switch wt, ok := req.Body.(io.WriterTo); {
-	case ok:
-		err = c.writeBodyTo(wt, req.ContentLength)
-	case req.chunked():
-		err = c.writeChunked(req.Body, buf)
-	default:
-		err = c.writeLength(req.Body, req.ContentLength, buf)
+	if wt, ok := req.Body.(io.WriterTo); ok {
+		_, err = wt.WriteTo(w)
+	} else {
+		bp := getBuffer()
+		if cap(*bp) < copyBufferSize {
+			*bp = make([]byte, 0, copyBufferSize)
+		}
+		// Wrapped, so that CopyBuffer reads into buf rather than
+		// asking the body how to copy itself.
+		_, err = io.CopyBuffer(w, struct{ io.Reader }{req.Body}, (*bp)[:copyBufferSize])
+		putBuffer(bp)
 	}
+	err = w.end(err)
 	// The result goes out first, so that a reader cut by the interrupt
 	// finds what cut it.
 	c.writeDone <- err
@@ -256,7 +260,7 @@ func (c *conn) writeBody(req *Request) {
 	}
 }
 
-// copyBufferSize is the buffer a streamed body is copied through.
+// copyBufferSize is the buffer a body without WriteTo is copied through.
 const copyBufferSize = 32 << 10
 
 // sourceError is a failure to read the request body.
@@ -265,59 +269,9 @@ type sourceError struct{ err error }
 func (e *sourceError) Error() string { return "reading request body: " + e.err.Error() }
 func (e *sourceError) Unwrap() error { return e.err }
 
-// writeLength copies a body of n bytes, and checks that it ends there.
-func (c *conn) writeLength(r io.Reader, n int64, buf []byte) error {
-	for n > 0 {
-		m, err := r.Read(buf[:min(int64(len(buf)), n)])
-		if m > 0 {
-			if _, werr := c.nc.Write(buf[:m]); werr != nil {
-				return fmt.Errorf("writing request body: %w", werr)
-			}
-			n -= int64(m)
-		}
-		switch {
-		case err == io.EOF && n > 0:
-			return &sourceError{errors.New("shorter than its Content-Length")}
-		case err != nil && err != io.EOF:
-			return &sourceError{err}
-		}
-	}
-	for range maxEmptyReads {
-		switch m, err := r.Read(buf[:1]); {
-		case m > 0:
-			return &sourceError{errors.New("longer than its Content-Length")}
-		case err == io.EOF:
-			return nil
-		case err != nil:
-			return &sourceError{err}
-		}
-	}
-	return &sourceError{io.ErrNoProgress}
-}
-
-// writeBodyTo lets a body that knows how to copy itself (io.WriterTo, such
-// as a tunnel stream's frames) write to the connection, each of its writes
-// one write (or one chunk) on the wire; n is its length, -1 for chunked.
-func (c *conn) writeBodyTo(body io.WriterTo, n int64) error {
-	w := &bodyWriter{nc: c.nc, left: n}
-	_, err := body.WriteTo(w)
-	switch {
-	case w.err != nil:
-		return w.err
-	case err != nil:
-		return &sourceError{err}
-	case n > 0 && w.left > 0:
-		return &sourceError{errors.New("shorter than its Content-Length")}
-	case n < 0:
-		if _, err := c.nc.Write([]byte("0\r\n\r\n")); err != nil {
-			return fmt.Errorf("writing request body: %w", err)
-		}
-	}
-	return nil
-}
-
-// bodyWriter is the connection as a body's WriteTo sees it: it checks a
-// body of known length against it, or writes each Write as one chunk.
+// bodyWriter is the connection as a streamed body is copied to it: it
+// checks a body of known length against its length, or writes each Write as
+// one chunk.
 type bodyWriter struct {
 	nc   net.Conn
 	left int64 // bytes still due; negative: chunked
@@ -355,40 +309,30 @@ func (w *bodyWriter) Write(p []byte) (int, error) {
 	return n, w.err
 }
 
+// end finishes the body once the copy returned err: the writer's own
+// failure if it had one, a failure to read the body, a body shorter than
+// its length, or the last chunk written.
+func (w *bodyWriter) end(err error) error {
+	switch {
+	case w.err != nil:
+		return w.err
+	case err != nil:
+		return &sourceError{err}
+	case w.left > 0:
+		return &sourceError{errors.New("shorter than its Content-Length")}
+	case w.left < 0:
+		if _, err := w.nc.Write([]byte("0\r\n\r\n")); err != nil {
+			return fmt.Errorf("writing request body: %w", err)
+		}
+	}
+	return nil
+}
+
 // crlf ends a chunk.
 var crlf = []byte("\r\n")
 
-// chunkRoom is the room kept before a chunk for its size line.
+// chunkRoom is the room for a chunk's size line.
 const chunkRoom = len("ffffffffffffffff\r\n")
-
-// writeChunked copies a body of unknown length in chunked coding, each read
-// as one chunk in one write.
-func (c *conn) writeChunked(r io.Reader, buf []byte) error {
-	data := buf[chunkRoom : len(buf)-2]
-	for {
-		m, err := r.Read(data)
-		if m > 0 {
-			size := strconv.AppendUint(buf[:0:chunkRoom], uint64(m), 16)
-			size = append(size, "\r\n"...)
-			start := chunkRoom - len(size)
-			copy(buf[start:], size)
-			end := chunkRoom + m
-			buf[end], buf[end+1] = '\r', '\n'
-			if _, werr := c.nc.Write(buf[start : end+2]); werr != nil {
-				return fmt.Errorf("writing request body: %w", werr)
-			}
-		}
-		if err == io.EOF {
-			if _, werr := c.nc.Write([]byte("0\r\n\r\n")); werr != nil {
-				return fmt.Errorf("writing request body: %w", werr)
-			}
-			return nil
-		}
-		if err != nil {
-			return &sourceError{err}
-		}
-	}
-}
 
 // writer reports whether the goroutine writing a streamed request body
 // has finished, and with what error; with no such goroutine, it has, with
