@@ -37,24 +37,21 @@ var (
 	}}
 )
 
-// CopyBuffer is a pooled read buffer that starts small and grows once to
+// copyBuffer is a pooled read buffer that starts small and grows once to
 // CopyBufferSize when a read fills it, so that a trickle of SSE events is
 // copied through 2 KiB while a bulk transfer reads CopyBufferSize at a time.
-// It takes its buffer from the pool at first use and gives it back at Idle,
+// It takes its buffer from the pool at first use and gives it back at idle,
 // so that a copy waiting for its next bytes holds none: thousands of open
-// streams that are waiting hold none of them.
-type CopyBuffer struct {
+// streams that are waiting hold none of them. Its zero value holds nothing;
+// call idle when done.
+type copyBuffer struct {
 	bp  *[]byte // nil while idle
 	big bool
 }
 
-// NewCopyBuffer returns a copy buffer that holds nothing yet. Call Release
-// when done.
-func NewCopyBuffer() *CopyBuffer { return &CopyBuffer{} }
-
 // withHeaderRoom returns the whole buffer, frame header room included,
 // taking it from its pool if the copy was idle.
-func (c *CopyBuffer) withHeaderRoom() []byte {
+func (c *copyBuffer) withHeaderRoom() []byte {
 	if c.bp == nil {
 		if c.big {
 			c.bp = copyBufPool.Get().(*[]byte)
@@ -65,21 +62,21 @@ func (c *CopyBuffer) withHeaderRoom() []byte {
 	return *c.bp
 }
 
-// Bytes returns the buffer to read into, after room for a frame header.
-func (c *CopyBuffer) Bytes() []byte { return c.withHeaderRoom()[maxFrameHeaderLen:] }
+// bytes returns the buffer to read into, after room for a frame header.
+func (c *copyBuffer) bytes() []byte { return c.withHeaderRoom()[maxFrameHeaderLen:] }
 
-// Grow moves to the large buffer if a read of n bytes filled the small one.
-func (c *CopyBuffer) Grow(n int) {
+// grow moves to the large buffer if a read of n bytes filled the small one.
+func (c *copyBuffer) grow(n int) {
 	if c.big || n < SmallBufferSize {
 		return
 	}
-	c.Idle()
+	c.idle()
 	c.big = true
 }
 
-// Idle gives the buffer back to its pool while the copy waits; the next
-// Bytes takes one of the same size again.
-func (c *CopyBuffer) Idle() {
+// idle gives the buffer back to its pool while the copy waits, or when it
+// is done; the next bytes takes one of the same size again.
+func (c *copyBuffer) idle() {
 	if c.bp == nil {
 		return
 	}
@@ -90,9 +87,6 @@ func (c *CopyBuffer) Idle() {
 	}
 	c.bp = nil
 }
-
-// Release gives the buffer back; the CopyBuffer must not be used after.
-func (c *CopyBuffer) Release() { c.Idle() }
 
 type direction uint8
 
@@ -237,14 +231,14 @@ func (w *Writer) ReadFrom(src io.Reader) (int64, error) {
 		return 0, fmt.Errorf("writing DATA: %w", ErrFrameOrder)
 	}
 	waiter, _ := src.(readWaiter)
-	cb := NewCopyBuffer()
-	defer cb.Release()
+	var cb copyBuffer
+	defer cb.idle()
 	var total int64
 	for filled := false; ; {
 		if waiter != nil && !filled {
 			// The last read took all there was: wait for more without
 			// holding a buffer.
-			cb.Idle()
+			cb.idle()
 			if err := waiter.WaitReadable(); err != nil {
 				return total, &SourceError{Err: err}
 			}
@@ -261,7 +255,7 @@ func (w *Writer) ReadFrom(src io.Reader) (int64, error) {
 				return total, err
 			}
 			total += int64(n)
-			cb.Grow(n)
+			cb.grow(n)
 		}
 		if rerr == io.EOF {
 			return total, nil
@@ -446,8 +440,8 @@ func (r *Reader) Read(p []byte) (int, error) {
 
 // WriteTo writes the body to w until END, each DATA frame's bytes as soon
 // as they are read, so that no frame waits for a later one. It implements
-// io.WriterTo, so io.Copy uses it. Its buffer comes from the pool of
-// [CopyBuffer]: small while the body trickles, large once a read fills it.
+// io.WriterTo, so io.Copy uses it. Its buffer comes from a pool (see
+// copyBuffer): small while the body trickles, large once a read fills it.
 //
 // When w has a method Flush() error (a writer that buffers, such as a
 // response writer), WriteTo calls it after a write unless the next frame is
@@ -462,14 +456,14 @@ func (r *Reader) Read(p []byte) (int, error) {
 // in a [*SinkError]. The count is of the bytes written to w.
 func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	f, _ := w.(flusher)
-	cb := NewCopyBuffer()
-	defer cb.Release()
+	var cb copyBuffer
+	defer cb.idle()
 	var total int64
 	for {
 		if !r.Ready() {
 			// The next frame is not here yet: wait for its header
 			// without holding a buffer.
-			cb.Idle()
+			cb.idle()
 			if err := r.waitFrame(); err != nil {
 				if err == io.EOF {
 					return total, nil
@@ -477,7 +471,7 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 				return total, err
 			}
 		}
-		buf := cb.Bytes()
+		buf := cb.bytes()
 		n, rerr := r.Read(buf)
 		if n > 0 {
 			nw, werr := w.Write(buf[:n])
@@ -497,7 +491,7 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 			if werr != nil {
 				return total, &SinkError{Err: werr}
 			}
-			cb.Grow(n)
+			cb.grow(n)
 		}
 		if rerr == io.EOF {
 			return total, nil
