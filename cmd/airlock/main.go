@@ -27,7 +27,6 @@ import (
 	"github.com/airlock-proxy/airlock/internal/logbuf"
 
 	"github.com/airlock-proxy/airlock/internal/buildinfo"
-	"github.com/airlock-proxy/airlock/internal/gctune"
 )
 
 // exit codes, as infrastructure tools use them.
@@ -63,10 +62,6 @@ func main() {
 	if _, set := os.LookupEnv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING"); !set {
 		os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
 	}
-	// A proxy's live heap is small and its garbage plentiful: let the heap
-	// grow by 32 MiB between collections, not by 4 (package gctune; a
-	// GOGC in the environment wins).
-	gctune.Start(gctune.DefaultFloor)
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
