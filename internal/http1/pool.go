@@ -1,6 +1,9 @@
-// Package http1 is the relay's client for upstream APIs: HTTP/1.1 over a
-// pool of kept-alive TCP or TLS connections to one origin, each round trip
-// run on its caller's goroutine.
+// Package http1 is HTTP/1.1 as airlock speaks it on the per-request path:
+// the relay's client for upstream APIs (Pool), and the edge's server for its
+// clients (Server, in server.go). Both run an exchange on one goroutine.
+//
+// The client is a pool of kept-alive TCP or TLS connections to one origin,
+// each round trip run on its caller's goroutine.
 //
 // net/http's Transport gives every connection a reader and a writer
 // goroutine, and hands each request and its response between them and the
@@ -12,8 +15,9 @@
 // goroutine of its own, so that an upstream may answer before it has read
 // all of it.
 //
-// What it leaves out on purpose, for the relay to do with net/http: HTTP/2,
-// proxies, protocol upgrades (101), "Expect: 100-continue" and compression.
+// What the client leaves out on purpose, for the relay to do with
+// net/http: HTTP/2, proxies, protocol upgrades (101), "Expect:
+// 100-continue" and compression.
 package http1
 
 import (
