@@ -63,9 +63,11 @@ var errBodyTimeout = errors.New("the client sent no bytes of its request body")
 // clientBody reads the client's request body for the body sender. Each read
 // waits at most timeout for the client's next bytes (nginx's
 // client_body_timeout: it bounds each wait, not the whole upload). At the
-// end of the body it clears the deadline before it records eof: net/http
-// then reads the idle connection in the background, and a deadline hitting
-// that read would cancel the connection's context.
+// end of the body it clears the deadline before it records eof: the server
+// may then read the idle connection to notice a client that leaves (h2c's
+// net/http at once, the HTTP/1 server's fallback watcher after
+// http1.WatchDelay), and a deadline hitting that read would cancel the
+// request's context.
 type clientBody struct {
 	r       io.Reader
 	rc      *http.ResponseController
@@ -119,10 +121,9 @@ func cleanTrailer(t http.Header) http.Header {
 // The stream must be aborted first, so that a blocked write returns; a read
 // of the client's body blocked on the network returns through a read
 // deadline in the past. Once the body has been read to its end, the deadline
-// is never set: net/http then reads the idle connection in the background to
-// notice a client that leaves, and a deadline hitting that read would cancel
-// the connection's context, failing the next request on a kept-alive
-// connection before it starts.
+// is never set: the server may then read the idle connection to notice a
+// client that leaves (see clientBody), and a deadline hitting that read
+// would cancel the request as if the client had gone.
 func (ex *exchange) stopBody() {
 	b := ex.body
 	if b == nil || b.ended() {

@@ -428,14 +428,10 @@ func (ex *exchange) fail(e *apiError) {
 	ex.setEdgeHeaders(h)
 	unread := ex.r.ContentLength != 0 && !ex.bodyEOF.Load()
 	if ex.r.ProtoMajor == 1 && (e.status == http.StatusUnauthorized || unread) {
+		// With a body left unread, the HTTP/1 server closes anyway,
+		// after a lingering read that keeps the answer from being
+		// destroyed by a reset (http1.Server).
 		h.Set("Connection", "close")
-		if unread {
-			// After the handler, net/http reads up to 256 KiB of an
-			// unread body even when it closes the connection; a
-			// deadline in the past makes that read fail at once. No
-			// background read is running: the body has not ended.
-			defer ex.rc.SetReadDeadline(time.Now())
-		}
 	}
 	if ex.rejection != "" {
 		// All of it is airlock's own time: no upstream was asked.

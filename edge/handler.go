@@ -224,9 +224,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.run()
 	if ex.status == statusClientClosed {
 		// The client left before any answer (or half-closed its side,
-		// which net/http cannot tell apart): close the connection
-		// rather than let net/http send an empty 200 in the handler's
-		// name.
+		// which the server cannot tell apart): close the connection
+		// rather than let the server send an empty 200 in the
+		// handler's name.
 		panic(http.ErrAbortHandler)
 	}
 }

@@ -141,7 +141,7 @@ func TestNotFound(t *testing.T) {
 func TestDotSegmentsRejected(t *testing.T) {
 	e := newTestEdge(t, nil, okRelay)
 	for _, path := range []string{"/v1/../admin", "/v1/files/%2e%2e/x", "/v1/./models"} {
-		conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+		conn, err := net.Dial("tcp", e.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,7 +178,7 @@ func TestPreflight(t *testing.T) {
 			if tt.reqHeaders != "" {
 				req.Header.Set("Access-Control-Request-Headers", tt.reqHeaders)
 			}
-			resp, err := e.srv.Client().Do(req)
+			resp, err := e.client.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -218,7 +218,7 @@ func TestRequestHead(t *testing.T) {
 		heads <- h
 		r.respond(t, 200, nil, "")
 	})
-	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	conn, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +384,7 @@ func TestAccessLog(t *testing.T) {
 // start after it; an invalid config changes nothing.
 func TestReloadAccess(t *testing.T) {
 	e := newTestEdge(t, nil, okRelay)
-	h := e.srv.Config.Handler.(*handler)
+	h := e.h
 	status := func(key string) int {
 		resp, _ := e.do(t, "GET", "/v1/models", nil, map[string]string{"Authorization": "Bearer " + key})
 		return resp.StatusCode

@@ -6,8 +6,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -163,11 +163,15 @@ func (f *fakeRelay) respondLength(t *testing.T, status int, h http.Header, body 
 	}
 }
 
-// testEdge is an edge handler behind a real loopback HTTP server.
+// testEdge is an edge handler behind the edge's own client servers
+// (frontDoor) on a real loopback listener, as Server runs them.
 type testEdge struct {
 	URL    string
+	addr   string // the listener's host:port
 	opener *fakeOpener
-	srv    *httptest.Server
+	h      *handler
+	front  *frontDoor
+	client *http.Client // HTTP/1.1
 	logs   *testlog.Buffer
 	reg    *prometheus.Registry // the handler's metrics
 }
@@ -175,6 +179,13 @@ type testEdge struct {
 // newTestEdge starts the handler for cfg (testConfig when nil) with relay
 // serving every stream. The server speaks HTTP/1.1 and h2c.
 func newTestEdge(t *testing.T, cfg *Config, relay relayFunc) *testEdge {
+	e, _ := newEdgeWithListener(t, cfg, 1<<20, testTimeout, relay)
+	return e
+}
+
+// newEdgeWithListener is newTestEdge with its clientListener, which caps
+// the connections at maxConns and gives each the send timeout.
+func newEdgeWithListener(t *testing.T, cfg *Config, maxConns int, sendTimeout time.Duration, relay relayFunc) (*testEdge, *clientListener) {
 	t.Helper()
 	if cfg == nil {
 		cfg = testConfig()
@@ -182,22 +193,37 @@ func newTestEdge(t *testing.T, cfg *Config, relay relayFunc) *testEdge {
 	o := &fakeOpener{t: t, relay: relay, peer: &tunnel.Peer{Name: "relay-1", Upstreams: []string{"openai"}}}
 	logs := &testlog.Buffer{}
 	reg := prometheus.NewRegistry()
-	h, err := NewHandler(cfg, o, slog.New(slog.NewJSONHandler(logs, nil)), reg)
+	logger := slog.New(slog.NewJSONHandler(logs, nil))
+	c, err := populated(cfg, "edge handler", (*Config).validateAccess)
 	if err != nil {
-		t.Fatalf("NewHandler: %v", err)
+		t.Fatalf("config: %v", err)
 	}
-	srv := httptest.NewUnstartedServer(h)
-	srv.Config.Protocols = new(http.Protocols)
-	srv.Config.Protocols.SetHTTP1(true)
-	srv.Config.Protocols.SetUnencryptedHTTP2(true)
-	srv.Start()
+	h, err := newHandler(c, o, logger, reg)
+	if err != nil {
+		t.Fatalf("newHandler: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &clientListener{Listener: ln, max: int64(maxConns), sendTimeout: sendTimeout}
+	front := newFrontDoor(h, c, logger)
+	served := make(chan error, 1)
+	go func() { served <- front.serve(cl) }()
+	tr := &http.Transport{}
 	t.Cleanup(func() {
 		// Relays end on their own first: the client may have read a whole
 		// Content-Length body before the edge read END.
 		o.wait()
-		srv.Close()
+		tr.CloseIdleConnections()
+		front.close()
+		if err := <-served; err != nil {
+			t.Errorf("serving the test edge: %v", err)
+		}
 	})
-	return &testEdge{URL: srv.URL, opener: o, srv: srv, logs: logs, reg: reg}
+	addr := ln.Addr().String()
+	return &testEdge{URL: "http://" + addr, addr: addr, opener: o, h: h, front: front,
+		client: &http.Client{Transport: tr}, logs: logs, reg: reg}, cl
 }
 
 // h2cClient returns a client that speaks HTTP/2 without TLS.
@@ -220,7 +246,7 @@ func (e *testEdge) do(t *testing.T, method, path string, body io.Reader, hdr map
 		}
 		req.Header.Set(k, v)
 	}
-	resp, err := e.srv.Client().Do(req)
+	resp, err := e.client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}

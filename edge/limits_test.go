@@ -180,7 +180,7 @@ func TestMaxConcurrentSurvivesReload(t *testing.T) {
 		e.do(t, "GET", "/v1/hold", nil, nil)
 	}()
 	<-held
-	h := e.srv.Config.Handler.(*handler)
+	h := e.h
 	if err := h.reload(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -216,23 +216,11 @@ func TestHalfCloseNeverGetsEmpty200(t *testing.T) {
 	}
 }
 
-// newLimitedEdge is a test edge whose listener is a clientListener, as
-// Server.Start makes it.
+// newLimitedEdge is a test edge whose listener caps the connections at
+// maxConns and gives each the send timeout.
 func newLimitedEdge(t *testing.T, maxConns int, sendTimeout time.Duration, relay relayFunc) (*testEdge, *clientListener) {
 	t.Helper()
-	e := newTestEdge(t, nil, relay)
-	// Rebuild the server around the same handler with the listener.
-	e.srv.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := &clientListener{Listener: ln, max: int64(maxConns), sendTimeout: sendTimeout}
-	srv := &http.Server{Handler: e.srv.Config.Handler, ConnContext: withConn}
-	go srv.Serve(cl)
-	t.Cleanup(func() { srv.Close() })
-	e.URL = "http://" + ln.Addr().String()
-	return e, cl
+	return newEdgeWithListener(t, nil, maxConns, sendTimeout, relay)
 }
 
 // Issue 8, item 2: connections beyond max_client_connections get a 503 and

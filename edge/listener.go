@@ -76,8 +76,8 @@ type clientConn struct {
 	closed atomic.Bool
 
 	// The request-head watch (see Read). scanning and rearm are set by
-	// the handler's goroutine; head is only touched by Read, which net/http
-	// never calls from two goroutines at once.
+	// the handler's goroutine; head is only touched by Read, which the
+	// servers never call from two goroutines at once.
 	scanning  atomic.Bool // the bytes read now are (or start) a request head
 	rearm     atomic.Bool // the next Read starts a new head
 	ambiguous atomic.Bool // the last head had Content-Length and Transfer-Encoding
@@ -86,9 +86,10 @@ type clientConn struct {
 
 // Read reads from the connection. While a request head is being read it
 // also notes whether the head has both Content-Length and
-// Transfer-Encoding (see headScanner): net/http lets Transfer-Encoding win
-// and deletes Content-Length, as RFC 9112 section 6.3 allows, but it keeps
-// the connection, which the RFC forbids: such a request is a classic
+// Transfer-Encoding (see headScanner): net/http's request parser, which
+// both servers use, lets Transfer-Encoding win and deletes Content-Length,
+// as RFC 9112 section 6.3 allows, and says nothing, but the RFC wants the
+// connection closed after the answer: such a request is a classic
 // smuggling attempt against whatever proxy stands in front of the edge.
 func (c *clientConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
@@ -109,8 +110,8 @@ func (c *clientConn) Read(p []byte) (int, error) {
 func (c *clientConn) ambiguousLength() bool { return c.ambiguous.Swap(false) }
 
 // watchNextHead makes the watch start again with the connection's next
-// read: the next request's head. A head that net/http read ahead together
-// with this request's body (pipelining) is not watched.
+// read: the next request's head. A head that the server read ahead
+// together with this request's body (pipelining) is not watched.
 func (c *clientConn) watchNextHead() { c.rearm.Store(true) }
 
 // clientConnOf returns the client connection of an HTTP/1 request; nil
@@ -256,6 +257,10 @@ func (c *clientConn) CloseWrite() error {
 	}
 	return errors.ErrUnsupported
 }
+
+// NetConn returns the connection under c (as crypto/tls's Conn does): the
+// HTTP/1 server watches its socket for a client that leaves.
+func (c *clientConn) NetConn() net.Conn { return c.Conn }
 
 // connKey is the context key under which a request finds its clientConn.
 type connKey struct{}

@@ -108,7 +108,7 @@ func TestRequestMetrics(t *testing.T) {
 
 // handlerMetrics returns the metrics of e's handler.
 func (e *testEdge) handlerMetrics() *edgeMetrics {
-	return e.srv.Config.Handler.(*handler).metrics
+	return e.h.metrics
 }
 
 func mustGather(t *testing.T, e *testEdge) []*dto.MetricFamily {
@@ -163,7 +163,7 @@ func TestAccessLogEndReason(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			req := newRequest(t, ctx, "GET", e.URL+"/v1/chat/completions", nil)
 			req.Header.Set("Authorization", "Bearer "+tt.key)
-			resp, err := e.srv.Client().Do(req)
+			resp, err := e.client.Do(req)
 			if err == nil {
 				br := bufio.NewReader(resp.Body)
 				if tt.leave {
@@ -237,7 +237,7 @@ func labelValues(t *testing.T, e *testEdge, name, label string) map[string]bool 
 func TestUsageModelLabelBounded(t *testing.T) {
 	const names, workers = 3000, 4
 	e := newTestEdge(t, nil, echoModelRelay)
-	h := e.srv.Config.Handler
+	h := e.h
 	send := func(key, model string) error {
 		req := httptest.NewRequest("POST", "/v1/chat/completions", strings.NewReader(`{"model":"`+model+`"}`))
 		req.Header.Set("Authorization", "Bearer "+key)
@@ -394,7 +394,7 @@ func TestClientCancelCounts499(t *testing.T) {
 			defer cancel()
 			req := newRequest(t, ctx, "GET", e.URL+"/v1/chat/completions", nil)
 			req.Header.Set("Authorization", "Bearer "+aliceKey)
-			resp, err := e.srv.Client().Do(req)
+			resp, err := e.client.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}

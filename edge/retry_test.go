@@ -61,7 +61,7 @@ func TestRefusedRequestIsRetried(t *testing.T) {
 			if tt.body == nil {
 				method, body = "GET", nil
 			}
-			resp, err := e.srv.Client().Do(newRequest(t, t.Context(), method, e.URL+"/v1/files", body))
+			resp, err := e.client.Do(newRequest(t, t.Context(), method, e.URL+"/v1/files", body))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -95,7 +95,7 @@ func TestRefusedTooOftenIsAnError(t *testing.T) {
 		r.head(t)
 		r.w.Reset(proto.CodeRefused, "no")
 	})
-	resp, err := e.srv.Client().Do(newRequest(t, t.Context(), "GET", e.URL+"/v1/models", nil))
+	resp, err := e.client.Do(newRequest(t, t.Context(), "GET", e.URL+"/v1/models", nil))
 	if err != nil {
 		t.Fatal(err)
 	}

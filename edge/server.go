@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 
@@ -44,7 +43,7 @@ type Server struct {
 	logger  *slog.Logger
 	client  *tunnel.Pool
 	handler *handler
-	http    *http.Server
+	front   *frontDoor
 	clients *clientListener // the client listener, bound by Start
 	admin   *admin.Server   // nil when admin_listen = "off"
 
@@ -53,7 +52,7 @@ type Server struct {
 	started   bool
 	closed    bool
 	cancelRun context.CancelFunc
-	wg        sync.WaitGroup // the HTTP serve loop and the tunnel's Run
+	wg        sync.WaitGroup // the HTTP serve loops and the tunnel's Run
 
 	stopOnce sync.Once
 	stopErr  error
@@ -122,20 +121,7 @@ func NewServer(cfg *Config, logger *slog.Logger) (*Server, error) {
 		client.Close()
 		return nil, err
 	}
-	s := &Server{cfg: c, logger: logger, client: client, handler: h, clients: clients}
-	s.http = &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: c.ClientHeaderTimeout.Duration,
-		IdleTimeout:       c.ClientIdleTimeout.Duration,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ConnContext:       withConn,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		Protocols:         new(http.Protocols),
-	}
-	// HTTP/1.1, and HTTP/2 with prior knowledge (h2c) for clients that
-	// multiplex many streams over one connection.
-	s.http.Protocols.SetHTTP1(true)
-	s.http.Protocols.SetUnencryptedHTTP2(true)
+	s := &Server{cfg: c, logger: logger, client: client, handler: h, clients: clients, front: newFrontDoor(h, c, logger)}
 	if c.AdminListen != adminOff {
 		s.admin = admin.New(c.AdminListen, s.readyErr, logger.With("component", "admin"))
 		if c.AdminPprof {
@@ -193,7 +179,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
-		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.front.serve(ln); err != nil {
 			s.logger.Error("edge listener stopped", "err", err)
 		}
 	}()
@@ -284,7 +270,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // called during a Shutdown to end it early.
 func (s *Server) Close() error {
 	// Cutting the connections first makes a running Shutdown return.
-	s.http.Close()
+	s.front.close()
 	return s.stop(context.Background(), false)
 }
 
@@ -302,12 +288,12 @@ func (s *Server) teardown(ctx context.Context, graceful bool) error {
 	var errs []error
 	if graceful {
 		// Shutdown does not count hijacked connections as in flight.
-		if err := s.http.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("edge shutdown: %w", err))
-			s.http.Close()
+		if err := s.front.shutdown(ctx); err != nil {
+			errs = append(errs, err)
+			s.front.close()
 		}
 	} else {
-		s.http.Close()
+		s.front.close()
 	}
 	wctx, cancel := context.WithTimeout(context.Background(), upgradeCloseWait)
 	if err := s.handler.closeUpgraded(wctx); err != nil {

@@ -23,7 +23,7 @@ import (
 
 // clientsFor returns the HTTP clients to run a test with: HTTP/1.1 and h2c.
 func clientsFor(t *testing.T, e *testEdge) map[string]*http.Client {
-	return map[string]*http.Client{"http1": e.srv.Client(), "h2c": h2cClient(t)}
+	return map[string]*http.Client{"http1": e.client, "h2c": h2cClient(t)}
 }
 
 // testTimeout bounds every exchange of a test, so that a regression fails
@@ -286,7 +286,7 @@ func TestRequestTooLarge(t *testing.T) {
 // that an early answer is read however the body's writing ends.
 func rawChunkedPost(t *testing.T, e *testEdge, n int) (*http.Response, []byte) {
 	t.Helper()
-	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	conn, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,7 +443,7 @@ func TestStreamCutAfterHead(t *testing.T) {
 			})
 			t.Run(fmt.Sprintf("%s/length %d/raw", cut.name, length), func(t *testing.T) {
 				e := newTestEdge(t, nil, relay)
-				conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+				conn, err := net.Dial("tcp", e.addr)
 				if err != nil {
 					t.Fatal(err)
 				}

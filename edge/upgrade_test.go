@@ -17,7 +17,7 @@ import (
 // behind its head, over a raw connection and reads the response head.
 func dialUpgrade(t *testing.T, e *testEdge, early string) (net.Conn, *bufio.Reader, *http.Response) {
 	t.Helper()
-	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	conn, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func TestUpgradeClosedOnShutdown(t *testing.T) {
 	if resp.StatusCode != 101 {
 		t.Fatalf("status = %d, want 101", resp.StatusCode)
 	}
-	h := e.srv.Config.Handler.(*handler)
+	h := e.h
 	if err := h.closeUpgraded(t.Context()); err != nil {
 		t.Fatalf("closeUpgraded: %v", err)
 	}
