@@ -128,7 +128,9 @@ func (w *Writer) WriteRequestHeadAndEnd(h *RequestHead) error {
 	end := len(b)
 	b = append(b, byte(FrameEnd), 0)
 	w.buf, w.state = b, ended
-	if _, err := w.w.Write(b[end-len(head):]); err != nil {
+	_, err := w.w.Write(b[end-len(head):])
+	w.dropLargeBuffer()
+	if err != nil {
 		return fmt.Errorf("writing HEAD and END: %w", err)
 	}
 	return nil
@@ -149,7 +151,20 @@ func (w *Writer) writeHead(b []byte) error {
 		return err
 	}
 	w.state = inBody
-	return w.writeFramed(FrameHead, b)
+	err := w.writeFramed(FrameHead, b)
+	w.dropLargeBuffer()
+	return err
+}
+
+// keptBufferSize is the most scratch buffer a Writer keeps after a head:
+// a long head's buffer is dropped rather than held by a stream that may
+// stay open for minutes (thousands of held streams: issue 9).
+const keptBufferSize = 256
+
+func (w *Writer) dropLargeBuffer() {
+	if cap(w.buf) > keptBufferSize {
+		w.buf = nil
+	}
 }
 
 // checkHead keeps b as the scratch buffer and checks that a HEAD whose

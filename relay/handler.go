@@ -358,6 +358,9 @@ func (ex *exchange) serve(ctx context.Context) {
 	}
 	ex.ttfb = time.Since(ex.start)
 	ex.upstreamTime = time.Since(upStart)
+	// The request's headers went out (or never will): the log line
+	// needs the rest of the head, not them.
+	head.Header = nil
 	if err != nil {
 		if ctx.Err() != nil && !ex.wroteHeaders.Load() && ex.s.Context().Err() == nil {
 			// The relay closes and the upstream never got the request:
@@ -495,6 +498,9 @@ func (ex *exchange) respond(upCtx context.Context, resp *http.Response) {
 		ex.edgeGone(err)
 		return
 	}
+	// The headers went out: a stream held open for minutes should not
+	// hold them (issue 9, memory per held stream).
+	resp.Header = nil
 	// One DATA frame per upstream read: an SSE event is on its way to the
 	// edge before the next read blocks.
 	n, err := ex.w.ReadFrom(resp.Body)
