@@ -56,6 +56,51 @@ func (b *requestBodySender) run() {
 	}
 }
 
+// wholeBodyMax bounds the request bodies that readWholeBody reads before
+// the stream opens: most API calls (chat, embeddings) are this small, and
+// the relay's upstream client sends as much with the request's head.
+const wholeBodyMax = 64 << 10
+
+// readWholeBody reads a request body of known length up to wholeBodyMax
+// before a stream is opened for it. The request then leaves with its head
+// and END in one write (one packet, one TLS record), and needs no goroutine
+// to send its body (issue 9: most API calls are small POSTs); a client slow
+// to send it holds no tunnel stream meanwhile. Each wait for the client's
+// bytes is bounded by client_body_timeout. On failure it answers the client
+// itself and returns false.
+func (ex *exchange) readWholeBody() bool {
+	r := ex.r
+	body := make([]byte, r.ContentLength)
+	src := &clientBody{r: r.Body, rc: ex.rc, timeout: ex.acc.bodyTimeout, eof: &ex.bodyEOF}
+	n, err := io.ReadFull(src, body)
+	ex.bytesIn += int64(n)
+	if err == nil && !ex.bodyEOF.Load() {
+		// The last bytes came without the end (HTTP/2 may send it in a
+		// frame of its own): the body must end here.
+		var one [1]byte
+		if m, rerr := src.Read(one[:]); m > 0 {
+			err = errors.New("the request body is longer than its Content-Length")
+		} else if rerr != io.EOF {
+			err = rerr
+		}
+	}
+	if err == nil {
+		ex.whole = body
+		return true
+	}
+	ex.err = fmt.Errorf("reading the request body: %w", err)
+	switch {
+	case errors.Is(err, errBodyTimeout):
+		ex.fail(ex.bodyStalled())
+	case ex.r.Context().Err() != nil || errors.Is(err, io.ErrUnexpectedEOF):
+		// The client left, or closed its side before the whole body.
+		ex.status, ex.endReason = statusClientClosed, endClientCancel
+	default:
+		ex.fail(badRequest("airlock edge: reading the request body failed"))
+	}
+	return false
+}
+
 // errBodyTimeout is wrapped by the read error of a client that sent no
 // bytes of its announced body for client_body_timeout.
 var errBodyTimeout = errors.New("the client sent no bytes of its request body")

@@ -53,8 +53,12 @@ type exchange struct {
 	// released is set once the current stream was ended (release).
 	released bool
 	body     *requestBodySender
+	// whole is a small request body read before the stream opened
+	// (readWholeBody); nil otherwise.
+	whole []byte
 	// replay is the client's body as the senders read it, recorded for a
-	// retry after a refusal; nil for a request without a body.
+	// retry after a refusal; nil for a request without a body, or with a
+	// whole one.
 	replay *replayBody
 	// bodyEOF is set once the client's body has been read to its end:
 	// from then on nothing reads the client connection for it again.
@@ -101,6 +105,9 @@ func (ex *exchange) run() {
 		// A request that asks for an upgrade has no body: after the 101
 		// the stream carries the upgraded connection's bytes instead.
 		ex.upgrade = upgrade
+	}
+	if r.ContentLength > 0 && r.ContentLength <= wholeBodyMax && !ex.readWholeBody() {
+		return
 	}
 	head, apiErr := ex.requestHead()
 	if apiErr != nil {
@@ -267,8 +274,8 @@ func (ex *exchange) sendRequest(head *proto.RequestHead) error {
 	switch {
 	case ex.upgrade != "":
 		return ex.pw.WriteRequestHead(head)
-	case r.ContentLength == 0:
-		if err := ex.pw.WriteRequestHeadAndEnd(head); err != nil {
+	case r.ContentLength == 0 || ex.whole != nil:
+		if err := ex.pw.WriteWholeRequest(head, ex.whole); err != nil {
 			return err
 		}
 		finishRequest(ex.s)
@@ -330,10 +337,7 @@ func (ex *exchange) failBeforeHead(err error) {
 			return
 		case errors.Is(b.err, errBodyTimeout):
 			ex.err = b.err
-			ex.fail(&apiError{
-				status: http.StatusRequestTimeout, typ: apierror.TypeInvalidRequest, code: codeRequestTimeout,
-				message: fmt.Sprintf("airlock edge: the request body stalled: no bytes arrived for %s", ex.acc.bodyTimeout),
-			})
+			ex.fail(ex.bodyStalled())
 			return
 		case errors.As(b.err, &se) && !errors.Is(b.err, os.ErrDeadlineExceeded):
 			ex.err = b.err
@@ -397,6 +401,14 @@ func (ex *exchange) finish() {
 	ex.endReason = endComplete
 	if !ex.release(noReset) {
 		ex.endReason = endClientCancel
+	}
+}
+
+// bodyStalled is the 408 answer.
+func (ex *exchange) bodyStalled() *apiError {
+	return &apiError{
+		status: http.StatusRequestTimeout, typ: apierror.TypeInvalidRequest, code: codeRequestTimeout,
+		message: fmt.Sprintf("airlock edge: the request body stalled: no bytes arrived for %s", ex.acc.bodyTimeout),
 	}
 }
 

@@ -3,6 +3,7 @@ package edge
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -96,30 +97,48 @@ func TestKeylessKeepAliveIsClosed(t *testing.T) {
 // client_body_timeout, and the relay sees the request reset rather than
 // complete.
 func TestStalledBodyIs408(t *testing.T) {
-	cfg := testConfig()
-	cfg.ClientBodyTimeout = config.Duration{Duration: 200 * time.Millisecond}
-	relayErr := make(chan error, 1)
-	e := newTestEdge(t, cfg, func(t *testing.T, r *fakeRelay) {
-		r.head(t)
-		_, err := r.body()
-		relayErr <- err
-	})
-	start := time.Now()
-	_, br := rawRequest(t, e.URL, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+aliceKey+
-		"\r\nContent-Length: 1000\r\n\r\n{\"model\":")
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatalf("no answer: %v", err)
+	for _, tc := range []struct {
+		name   string
+		length int
+		// streamed: the body is longer than wholeBodyMax, so the stream
+		// opens with the head and the relay sees the reset; a smaller one
+		// is read before any stream opens.
+		streamed bool
+	}{
+		{"small body, read before the stream", 1000, false},
+		{"large body, streamed", wholeBodyMax + 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.ClientBodyTimeout = config.Duration{Duration: 200 * time.Millisecond}
+			relayErr := make(chan error, 1)
+			e := newTestEdge(t, cfg, func(t *testing.T, r *fakeRelay) {
+				r.head(t)
+				_, err := r.body()
+				relayErr <- err
+			})
+			start := time.Now()
+			_, br := rawRequest(t, e.URL, fmt.Sprintf("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s"+
+				"\r\nContent-Length: %d\r\n\r\n{\"model\":", aliceKey, tc.length))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			checkErrorJSON(t, resp, body, http.StatusRequestTimeout, "invalid_request_error", codeRequestTimeout)
+			if took := time.Since(start); took > 3*time.Second {
+				t.Errorf("408 after %v, want about 200ms", took)
+			}
+			if tc.streamed {
+				if err := <-relayErr; !isReset(err, proto.CodeCancel) {
+					t.Errorf("relay read the body with %v, want a reset", err)
+				}
+			} else if n := e.opener.Calls(); n != 0 {
+				t.Errorf("opener called %d times, want 0: no stream for a body that never came", n)
+			}
+			readClosed(t, br)
+		})
 	}
-	body, _ := io.ReadAll(resp.Body)
-	checkErrorJSON(t, resp, body, http.StatusRequestTimeout, "invalid_request_error", codeRequestTimeout)
-	if took := time.Since(start); took > 3*time.Second {
-		t.Errorf("408 after %v, want about 200ms", took)
-	}
-	if err := <-relayErr; !isReset(err, proto.CodeCancel) {
-		t.Errorf("relay read the body with %v, want a reset", err)
-	}
-	readClosed(t, br)
 }
 
 // Issue 8, item 1: max_concurrent exchanges per client, then 429.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -68,38 +69,44 @@ func TestReaderReadyWithinFrame(t *testing.T) {
 	}
 }
 
-// TestWriteRequestHeadAndEnd checks that the pair is one Write and reads as
-// a head with an empty body.
-func TestWriteRequestHeadAndEnd(t *testing.T) {
+// TestWriteWholeRequest checks that a request's head, body and END are one
+// Write and read back as they were written, with and without a body, and
+// with a body of several DATA frames.
+func TestWriteWholeRequest(t *testing.T) {
+	lim := Limits{MaxDataSize: 16}
+	for _, body := range []string{"", "{}", strings.Repeat("0123456789", 5)} {
+		rec := &writeRecorder{}
+		w := NewWriter(rec, lim)
+		want := &RequestHead{Method: "POST", Path: "/chat/completions", RequestID: "r1", ContentLength: int64(len(body))}
+		if err := w.WriteWholeRequest(want, []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+		if rec.calls != 1 {
+			t.Fatalf("body %q: got %d writes, want 1", body, rec.calls)
+		}
+		if !w.Ended() {
+			t.Error("Ended() = false after END")
+		}
+		if _, err := w.Write([]byte("x")); err == nil {
+			t.Error("Write after END succeeded, want ErrFrameOrder")
+		}
+		r := NewReader(bytes.NewReader(rec.Bytes()), lim)
+		got, err := r.ReadRequestHead()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Method != want.Method || got.Path != want.Path || got.RequestID != want.RequestID || got.ContentLength != want.ContentLength {
+			t.Errorf("got head %+v, want %+v", got, want)
+		}
+		if b, err := io.ReadAll(r); string(b) != body || err != nil {
+			t.Errorf("body: got %q, %v; want %q, nil", b, err, body)
+		}
+	}
 	rec := &writeRecorder{}
 	w := NewWriter(rec, Limits{})
-	want := &RequestHead{Method: "GET", Path: "/models", RequestID: "r1", ContentLength: 0}
-	if err := w.WriteRequestHeadAndEnd(want); err != nil {
-		t.Fatal(err)
-	}
-	if rec.calls != 1 {
-		t.Fatalf("got %d writes, want 1", rec.calls)
-	}
-	if !w.Ended() {
-		t.Error("Ended() = false after END")
-	}
-	if _, err := w.Write([]byte("x")); err == nil {
-		t.Error("Write after END succeeded, want ErrFrameOrder")
-	}
-	r := NewReader(bytes.NewReader(rec.Bytes()), Limits{})
-	got, err := r.ReadRequestHead()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Method != want.Method || got.Path != want.Path || got.RequestID != want.RequestID || got.ContentLength != 0 {
-		t.Errorf("got head %+v, want %+v", got, want)
-	}
-	if n, err := r.Read(make([]byte, 8)); n != 0 || err != io.EOF {
-		t.Errorf("body: got %d, %v; want 0, io.EOF", n, err)
-	}
-	w2 := NewWriter(rec, Limits{})
-	w2.WriteRequestHead(want)
-	if err := w2.WriteRequestHeadAndEnd(want); !errors.Is(err, ErrFrameOrder) {
+	head := &RequestHead{Method: "GET", Path: "/models"}
+	w.WriteRequestHead(head)
+	if err := w.WriteWholeRequest(head, nil); !errors.Is(err, ErrFrameOrder) {
 		t.Errorf("second head: got %v, want ErrFrameOrder", err)
 	}
 }

@@ -117,21 +117,39 @@ func (w *Writer) WriteRequestHead(h *RequestHead) error {
 	return w.writeHead(AppendRequestHead(w.frameStart(), h))
 }
 
-// WriteRequestHeadAndEnd writes the HEAD of a request without a body and its
-// END in one Write, so that the pair travels in one packet.
-func (w *Writer) WriteRequestHeadAndEnd(h *RequestHead) error {
-	b := AppendRequestHead(w.frameStart(), h)
+// WriteWholeRequest writes the HEAD of a request, its whole body (none if
+// empty) as DATA frames, and END, in one Write, so that a small request
+// travels in one packet (QUIC) or one TLS record (TCP).
+func (w *Writer) WriteWholeRequest(h *RequestHead, body []byte) error {
+	return w.writeWhole(AppendRequestHead(w.frameStart(), h), body)
+}
+
+// WriteWholeResponse is WriteWholeRequest for a response whose whole body is
+// at hand.
+func (w *Writer) WriteWholeResponse(h *ResponseHead, body []byte) error {
+	return w.writeWhole(AppendResponseHead(w.frameStart(), h), body)
+}
+
+// writeWhole writes a HEAD whose payload is b[maxFrameHeaderLen:], body and
+// END in one Write.
+func (w *Writer) writeWhole(b, body []byte) error {
 	if err := w.checkHead(b); err != nil {
 		return err
 	}
-	head := frameInPlace(FrameHead, b)
-	end := len(b)
+	start := len(b) - len(frameInPlace(FrameHead, b))
+	for p := body; len(p) > 0; {
+		chunk := p[:min(len(p), w.lim.MaxDataSize)]
+		b = append(b, byte(FrameData))
+		b = binary.AppendUvarint(b, uint64(len(chunk)))
+		b = append(b, chunk...)
+		p = p[len(chunk):]
+	}
 	b = append(b, byte(FrameEnd), 0)
 	w.buf, w.state = b, ended
-	_, err := w.w.Write(b[end-len(head):])
+	_, err := w.w.Write(b[start:])
 	w.dropLargeBuffer()
 	if err != nil {
-		return fmt.Errorf("writing HEAD and END: %w", err)
+		return fmt.Errorf("writing HEAD, body and END: %w", err)
 	}
 	return nil
 }

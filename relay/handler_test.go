@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -242,6 +243,58 @@ func TestResponseHeadersAndTrailers(t *testing.T) {
 	}
 	if got := e.r.Trailer().Get("X-Usage"); got != "7" {
 		t.Errorf("trailer X-Usage = %q, want 7", got)
+	}
+}
+
+// TestSmallResponseTravelsWhole checks that a response whose whole body
+// arrived with its head reaches the edge as HEAD, DATA and END in one write
+// (issue 9), and that the upstream connection then serves the next request.
+func TestSmallResponseTravelsWhole(t *testing.T) {
+	for _, tr := range transports {
+		if tr.h2 {
+			continue // net/http's client: its body cannot tell
+		}
+		t.Run(tr.name, func(t *testing.T) {
+			var conns sync.Map
+			srv := startUpstream(t, tr.tls, func(w http.ResponseWriter, r *http.Request) {
+				conns.Store(r.RemoteAddr, true)
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("Content-Length", "11")
+				io.WriteString(w, `{"ok":true}`)
+			})
+			h, _ := newTestHandler(t, testConfig(upstreamConfig("openai", srv.URL)))
+			trustUpstream(h, "openai", srv, false)
+			for i := range 2 {
+				e := serve(t, h, testPeer())
+				e.send(getHead("/x"), nil)
+				buf := make([]byte, 64<<10)
+				var n int
+				if err := within(t, 5*time.Second, func() (err error) {
+					n, err = e.s.Read(buf)
+					return err
+				}); err != nil {
+					t.Fatalf("request %d: reading the stream: %v", i, err)
+				}
+				// Whatever else comes is read, so that a relay that
+				// wrote in several pieces is not left blocked.
+				go io.Copy(io.Discard, e.s)
+				// The bytes of that one read hold the whole response.
+				r := proto.NewReader(bytes.NewReader(buf[:n]), proto.Limits{})
+				head, err := r.ReadResponseHead()
+				if err != nil {
+					t.Fatalf("request %d: head: %v", i, err)
+				}
+				body, err := io.ReadAll(r)
+				if head.Status != 200 || string(body) != `{"ok":true}` || err != nil {
+					t.Errorf("request %d: one read gave %d %q, %v; want 200, the body and END", i, head.Status, body, err)
+				}
+			}
+			count := 0
+			conns.Range(func(any, any) bool { count++; return true })
+			if count != 1 {
+				t.Errorf("the upstream saw %d connections, want 1 kept alive", count)
+			}
+		})
 	}
 }
 

@@ -203,7 +203,7 @@ func TestReload(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer st.Close()
-		proto.NewWriter(st, proto.Limits{}).WriteRequestHeadAndEnd(getHead("/models"))
+		proto.NewWriter(st, proto.Limits{}).WriteWholeRequest(getHead("/models"), nil)
 		if _, err := proto.NewReader(st, proto.Limits{}).ReadResponseHead(); err != nil {
 			t.Fatal(err)
 		}

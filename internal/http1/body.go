@@ -166,6 +166,24 @@ func (b *body) WaitReadable() error {
 	return nil
 }
 
+// Buffered returns the rest of the body when its connection has read all
+// of it already (a small response arrives with its head), without consuming
+// it, so that a caller can send the head, the body and its end together;
+// false when more is to come from the network, or the body's length is not
+// known. The bytes are valid until the next Read or Close.
+func (b *body) Buffered() ([]byte, bool) {
+	switch {
+	case b.done || b.mode != byLength:
+		return nil, false
+	case b.remaining == 0:
+		return nil, true
+	case int64(b.c.br.Buffered()) < b.remaining:
+		return nil, false
+	}
+	p, err := b.c.br.Peek(int(b.remaining))
+	return p, err == nil
+}
+
 // readTrailer reads the trailer section after the last chunk into
 // resp.Trailer.
 func (b *body) readTrailer() error {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -64,8 +65,13 @@ type benchConfig struct {
 	// Quick marks smoke-test sizes.
 	Quick bool
 
-	directKeyEnv, nginxKeyEnv, airlockKeyEnv, scenarios, edgeAdmin, relayAdmin string // raw flag values
+	directKeyEnv, nginxKeyEnv, airlockKeyEnv, scenarios, edgeAdmin, relayAdmin, smallBody string // raw flag values
 }
+
+// defaultSmallBody is the small request's body: a non-streamed chat
+// completion, the call most API traffic is, and what issue 9's harness
+// measured.
+const defaultSmallBody = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one word."}]}`
 
 // quickDefaults are the scenario sizes -quick uses for flags not given
 // explicitly: the whole bench runs in a few seconds.
@@ -110,7 +116,8 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	fs.BoolVar(&cfg.PerfStat, "perf-stat", true, "count the edge's and the relay's syscalls and UDP datagrams with perf stat, when perf works here")
 	fs.StringVar(&cfg.scenarios, "scenarios", strings.Join(scenarioNames, ","), "comma-separated `list` of scenarios to run")
 
-	fs.StringVar(&cfg.Latency.Path, "latency-path", "/models", "small GET request `path` below the base URL (latency, throughput)")
+	fs.StringVar(&cfg.Latency.Request.Path, "latency-path", "/chat/completions", "small request `path` below the base URL (latency, throughput)")
+	fs.StringVar(&cfg.smallBody, "latency-body", defaultSmallBody, "small request's JSON `body`, POSTed; empty: a GET (latency, throughput)")
 	fs.IntVar(&cfg.Latency.N, "latency-n", 2000, "measured requests at concurrency 1")
 	fs.IntVar(&cfg.Latency.Warmup, "latency-warmup", 200, "unmeasured warm-up requests before them")
 	fs.IntVar(&cfg.Throughput.Concurrency, "throughput-c", 32, "concurrent workers")
@@ -197,7 +204,11 @@ func (cfg *benchConfig) finish() error {
 		return fmt.Errorf("-tunnel-transport: %q, want quic, tcp or auto", cfg.TunnelTransport)
 	}
 	cfg.EdgeMetrics, cfg.RelayMetrics = metricsURL(cfg.edgeAdmin), metricsURL(cfg.relayAdmin)
-	cfg.Throughput.Path = cfg.Latency.Path
+	cfg.Latency.Request.Method = http.MethodGet
+	if cfg.smallBody != "" {
+		cfg.Latency.Request.Method, cfg.Latency.Request.Body = http.MethodPost, []byte(cfg.smallBody)
+	}
+	cfg.Throughput.Request = cfg.Latency.Request
 	return nil
 }
 
@@ -472,7 +483,7 @@ func benchLatency(ctx context.Context, cfg *benchConfig, rep *report) {
 		p.Watch = cfg.watch(t, "edge", "relay")
 		return measureLatency(ctx, t, p)
 	})
-	name := fmt.Sprintf("small request latency (GET %s, c=1, n=%d)", cfg.Latency.Path, cfg.Latency.N)
+	name := fmt.Sprintf("small request latency (%s, c=1, n=%d)", cfg.Latency.Request, cfg.Latency.N)
 	for i, q := range []quantile{p50, p90, p99} {
 		rep.add(rs.fill(row{ID: "latency_" + q.label, Name: q.rowName(name, i), Unit: "ms", Compare: compareDelta},
 			always(func(r latencyResult) float64 { return ms(q.of(summarize(r.Samples))) })))
@@ -502,7 +513,7 @@ func benchThroughput(ctx context.Context, cfg *benchConfig, rep *report) {
 		return measureThroughput(ctx, t, p)
 	})
 	rep.add(rs.fill(row{
-		ID: "throughput", Name: fmt.Sprintf("throughput (GET %s, c=%d, %v)", p.Path, p.Concurrency, p.Duration), Unit: "req/s", Compare: compareRatio,
+		ID: "throughput", Name: fmt.Sprintf("throughput (%s, c=%d, %v)", p.Request, p.Concurrency, p.Duration), Unit: "req/s", Compare: compareRatio,
 	}, always(throughputResult.perSecond)))
 	for _, t := range cfg.targets() {
 		if o := *rs.of(t.Name); o.err == nil && o.v.Errors > 0 {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -91,10 +92,17 @@ func drain(resp *http.Response) (int64, error) {
 }
 
 // do sends a small request, checks for 200 and drains the answer.
-func do(ctx context.Context, c *http.Client, t target, method, path string) error {
-	req, err := t.request(ctx, method, path, nil)
+func do(ctx context.Context, c *http.Client, t target, r smallRequest) error {
+	var body io.Reader
+	if r.Body != nil {
+		body = bytes.NewReader(r.Body)
+	}
+	req, err := t.request(ctx, r.Method, r.Path, body)
 	if err != nil {
 		return err
+	}
+	if r.Body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.Do(req)
 	if err != nil {

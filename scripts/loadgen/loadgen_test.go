@@ -196,6 +196,14 @@ func nginx(x row) *cell  { return x.Nginx }
 func fakeUpstream(t *testing.T, key string) target {
 	t.Helper()
 	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Content-Type") != "application/json" {
+			http.Error(w, `{"error":{"message":"want JSON"}}`, http.StatusBadRequest)
+			return
+		}
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, `{"object":"chat.completion","choices":[]}`)
+	})
 	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{"object":"list","data":[]}`)
 	})
@@ -238,7 +246,7 @@ func TestScenariosAgainstFakeUpstream(t *testing.T) {
 	tg := fakeUpstream(t, "sk-test")
 
 	self := proc{Name: "self", PID: selfPID(t)}
-	lat, err := measureLatency(ctx, tg, latencyParams{Path: "/models", Warmup: 2, N: 20, Watch: watch{Procs: []proc{self}}})
+	lat, err := measureLatency(ctx, tg, latencyParams{Request: smallRequest{Method: "GET", Path: "/models"}, Warmup: 2, N: 20, Watch: watch{Procs: []proc{self}}})
 	if err != nil || len(lat.Samples) != 20 {
 		t.Errorf("latency: got %d samples, %v; want 20, nil", len(lat.Samples), err)
 	}
@@ -247,7 +255,7 @@ func TestScenariosAgainstFakeUpstream(t *testing.T) {
 	}
 
 	tp, err := measureThroughput(ctx, tg, throughputParams{
-		Path: "/models", Concurrency: 4, Warmup: 10 * time.Millisecond,
+		Request: smallRequest{Method: "POST", Path: "/chat/completions", Body: []byte(defaultSmallBody)}, Concurrency: 4, Warmup: 10 * time.Millisecond,
 		Duration: 50 * time.Millisecond, MaxRequests: 1000,
 	})
 	if err != nil || tp.Requests == 0 || tp.Requests > 1000 || tp.Errors != 0 {
@@ -271,7 +279,7 @@ func TestScenariosAgainstFakeUpstream(t *testing.T) {
 
 	bad := tg
 	bad.Key = "wrong"
-	if _, err := measureLatency(ctx, bad, latencyParams{Path: "/models", N: 1}); err == nil {
+	if _, err := measureLatency(ctx, bad, latencyParams{Request: smallRequest{Method: "GET", Path: "/models"}, N: 1}); err == nil {
 		t.Errorf("latency with a wrong key: got nil error, want a status error")
 	}
 }

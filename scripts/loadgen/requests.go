@@ -8,10 +8,19 @@ import (
 	"time"
 )
 
+// smallRequest is the request of the latency and throughput scenarios.
+type smallRequest struct {
+	Method, Path string
+	// Body is sent as JSON; nil: none.
+	Body []byte
+}
+
+func (r smallRequest) String() string { return r.Method + " " + r.Path }
+
 // latencyParams configure the latency scenario.
 type latencyParams struct {
-	// Path is the small request, e.g. "/models".
-	Path string
+	// Request is the small request, e.g. a chat completion.
+	Request smallRequest
 	// Warmup requests are sent first and not measured.
 	Warmup int
 	// N requests are measured, one at a time.
@@ -43,7 +52,7 @@ func measureLatency(ctx context.Context, t target, p latencyParams) (latencyResu
 	m := newMeter(ctx, p.Watch)
 	defer m.close()
 	for i := range p.Warmup {
-		if err := do(ctx, c, t, "GET", p.Path); err != nil {
+		if err := do(ctx, c, t, p.Request); err != nil {
 			return latencyResult{}, fmt.Errorf("warm-up request %d: %w", i+1, err)
 		}
 	}
@@ -51,7 +60,7 @@ func measureLatency(ctx context.Context, t target, p latencyParams) (latencyResu
 	m.begin(ctx)
 	for i := range p.N {
 		start := time.Now()
-		if err := do(ctx, c, t, "GET", p.Path); err != nil {
+		if err := do(ctx, c, t, p.Request); err != nil {
 			return res, fmt.Errorf("request %d: %w", i+1, err)
 		}
 		res.Samples = append(res.Samples, time.Since(start))
@@ -62,8 +71,8 @@ func measureLatency(ctx context.Context, t target, p latencyParams) (latencyResu
 
 // throughputParams configure the throughput scenario.
 type throughputParams struct {
-	// Path is the small request, e.g. "/models".
-	Path string
+	// Request is the small request, e.g. a chat completion.
+	Request smallRequest
 	// Concurrency is the number of workers, each with one request in flight.
 	Concurrency int
 	// Warmup is how long the workers run before measuring starts.
@@ -122,7 +131,7 @@ func measureThroughput(ctx context.Context, t target, p throughputParams) (throu
 				if ph == 1 && started.Add(1) > p.MaxRequests {
 					return
 				}
-				err := do(ctx, c, t, "GET", p.Path)
+				err := do(ctx, c, t, p.Request)
 				if ph == 0 {
 					continue
 				}
