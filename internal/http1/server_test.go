@@ -90,11 +90,17 @@ func startServerWrapped(t *testing.T, s *Server, wrap bool) *svServer {
 	}()
 	t.Cleanup(func() {
 		s.Close()
-		if err := ts.served(); !errors.Is(err, ErrServerClosed) {
-			t.Errorf("Serve: %v, want ErrServerClosed", err)
-		}
+		ts.expectClosed(t)
 	})
 	return ts
+}
+
+// expectClosed checks that Serve returned ErrServerClosed, within promptly.
+func (ts *svServer) expectClosed(t *testing.T) {
+	t.Helper()
+	if err := ts.served(); !errors.Is(err, ErrServerClosed) {
+		t.Errorf("Serve: %v, want ErrServerClosed", err)
+	}
 }
 
 // served waits for Serve to return, for up to promptly, and returns its
@@ -158,6 +164,16 @@ func (c *svConn) send(s string) {
 	c.raw.Reset()
 	if _, err := io.WriteString(c.nc, s); err != nil {
 		c.t.Fatalf("writing %q: %v", s, err)
+	}
+}
+
+// expectNext checks that the connection still serves: a GET /next gets
+// 200 "next" (the test's handler answers it so).
+func (c *svConn) expectNext() {
+	c.t.Helper()
+	c.send(getReq("/next"))
+	if resp, body := c.response("GET"); resp.StatusCode != 200 || body != "next" {
+		c.t.Errorf("next response: %d %q, want 200 %q", resp.StatusCode, body, "next")
 	}
 }
 
@@ -369,10 +385,7 @@ func TestServerChunkedResponse(t *testing.T) {
 					t.Errorf("trailer field %s is in the head", k)
 				}
 			}
-			c.send(getReq("/next"))
-			if _, body := c.response("GET"); body != "next" {
-				t.Errorf("next response %q, want %q", body, "next")
-			}
+			c.expectNext()
 		})
 	}
 }
@@ -461,10 +474,7 @@ func TestServerResponsesWithoutBody(t *testing.T) {
 			if head, _, _ := strings.Cut(raw, "\r\n\r\n"); len(head)+4 != len(raw) {
 				t.Errorf("bytes after the head: %q", raw[min(len(raw), len(head)+4):])
 			}
-			c.send(getReq("/next"))
-			if resp, body := c.response("GET"); resp.StatusCode != 200 || body != "next" {
-				t.Errorf("next response: %d %q, want 200 %q", resp.StatusCode, body, "next")
-			}
+			c.expectNext()
 		})
 	}
 }
@@ -783,10 +793,7 @@ func TestServerHeaderInjection(t *testing.T) {
 			}
 		}
 	}
-	c.send(getReq("/next"))
-	if _, body := c.response("GET"); body != "next" {
-		t.Errorf("next response %q, want %q", body, "next")
-	}
+	c.expectNext()
 }
 
 // TestServerHandlerPanic proves that a handler's panic cuts the response:
@@ -1084,9 +1091,7 @@ func TestServerShutdown(t *testing.T) {
 	case <-time.After(promptly):
 		t.Fatalf("Shutdown did not return after the last request")
 	}
-	if err := ts.served(); !errors.Is(err, ErrServerClosed) {
-		t.Errorf("Serve: %v, want ErrServerClosed", err)
-	}
+	ts.expectClosed(t)
 }
 
 // TestServerShutdownTimeout proves that Shutdown returns, with an error
@@ -1178,9 +1183,7 @@ func TestServerClose(t *testing.T) {
 					t.Fatalf("a request's context did not end")
 				}
 			}
-			if err := ts.served(); !errors.Is(err, ErrServerClosed) {
-				t.Errorf("Serve: %v, want ErrServerClosed", err)
-			}
+			ts.expectClosed(t)
 		})
 	}
 }
@@ -1467,10 +1470,7 @@ func TestServerContentLength(t *testing.T) {
 				t.Errorf("write %d: %v, want %v", i+1, got[i], want)
 			}
 		}
-		c.send(getReq("/next"))
-		if _, body := c.response("GET"); body != "next" {
-			t.Errorf("next response %q, want %q", body, "next")
-		}
+		c.expectNext()
 	})
 
 	t.Run("Shorter", func(t *testing.T) {
