@@ -305,7 +305,7 @@ const (
 const (
 	watchNone    = iota // nothing to watch (no request, or its body is being read)
 	watchReady          // the body was read; watchFrom says since when
-	watchRunning        // a watcher goroutine reads the connection
+	watchRunning        // the shared watcher or a goroutine watches the connection
 )
 
 // serverConn is one client connection, served by one goroutine.
@@ -319,9 +319,10 @@ type serverConn struct {
 	br       *bufio.Reader // nil between requests
 	state    atomic.Int32
 
-	// The watch of the current request (see Server). watchMu guards
-	// watch and watchDone, which the clock and the connection's goroutine
-	// change; watchFrom lets the clock skip a connection without the lock.
+	// The watch of the current request (see Server). watchMu guards the
+	// fields below but watchFrom, which the clock, the shared watcher, the
+	// request body's reader and the connection's goroutine use; watchFrom
+	// lets the clock skip a connection without the lock.
 	watchMu   sync.Mutex
 	watch     int
 	watchDone chan struct{} // of the watcher goroutine
