@@ -2,10 +2,14 @@ package http1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -121,6 +125,82 @@ func FuzzResponse(f *testing.F) {
 		// Ended cleanly (io.EOF), it has its whole length.
 		if err == nil && !head && resp.ContentLength >= 0 && n != resp.ContentLength {
 			t.Errorf("body of %d bytes, ContentLength %d", n, resp.ContentLength)
+		}
+	})
+}
+
+// FuzzServer feeds arbitrary bytes to the server as a client's whole side
+// of a connection, over loopback TCP, then half-closes it. The handler
+// reads the body and answers; for paths under /hijack it takes the
+// connection over and closes it. It proves that no input makes the server
+// panic, hang past fuzzTimeout or leave a goroutine behind (TestMain's
+// goleak), and that what it writes back starts as an HTTP/1.1 status line
+// (or nothing, for an input it drops: a silent or cut client).
+func FuzzServer(f *testing.F) {
+	for _, seed := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET / HTTP/1.0\r\n\r\n",
+		"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+		"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
+		"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"POST /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+		"GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+		"GET /hijack HTTP/1.1\r\nHost: a\r\n\r\nearly bytes",
+		"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00",
+		"PRI * HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+		"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n",
+		"GET /" + strings.Repeat("a", 3000) + " HTTP/1.1\r\nHost: a\r\n\r\n",
+		"\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+		"",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, input []byte) {
+		s := &Server{
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasPrefix(r.URL.Path, "/hijack") {
+					if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+						c.Close()
+					}
+					return
+				}
+				io.Copy(io.Discard, r.Body)
+				w.Header().Set(http.TrailerPrefix+"X-Done", "1")
+				io.WriteString(w, "ok")
+			}),
+			ReadHeaderTimeout: fuzzTimeout / 2,
+			MaxHeaderBytes:    2 << 10,
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- s.Serve(ln) }()
+		defer func() {
+			s.Close()
+			if err := <-served; err != ErrServerClosed {
+				t.Errorf("Serve: %v", err)
+			}
+		}()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * fuzzTimeout))
+		c.Write(input)
+		c.(*net.TCPConn).CloseWrite()
+		out, err := io.ReadAll(c)
+		if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("reading the answer: %v (got %q)", err, out)
+		}
+		if len(out) > 0 && !bytes.HasPrefix(out, []byte("HTTP/1.1 ")) && !bytes.HasPrefix(out, []byte("HTTP/1.0 ")) {
+			t.Errorf("answer does not start with a status line: %q", truncate(string(out)))
 		}
 	})
 }
