@@ -494,9 +494,9 @@ func (ex *exchange) respond(upCtx context.Context, resp *http.Response) {
 		ContentLength: resp.ContentLength,
 		UpstreamTime:  ex.upstreamTime,
 	}
-	if b, ok := resp.Body.(bufferedBody); ok {
-		if rest, ok := b.Buffered(); ok {
-			ex.respondWhole(head, rest, resp.Body)
+	if b, ok := resp.Body.(wholeBody); ok {
+		if body, ok := b.TakeWhole(nil); ok {
+			ex.respondWhole(head, body)
 			return
 		}
 	}
@@ -544,23 +544,21 @@ func (ex *exchange) respond(upCtx context.Context, resp *http.Response) {
 	ex.release(noReset)
 }
 
-// bufferedBody is an upstream response body that can tell when all of it
-// has arrived (http1's).
-type bufferedBody interface {
-	Buffered() ([]byte, bool)
+// wholeBody is an upstream response body that can hand over all of itself
+// once it has arrived (http1's).
+type wholeBody interface {
+	TakeWhole(dst []byte) ([]byte, bool)
 }
 
 // respondWhole sends a response whose whole body arrived with its head as
 // HEAD, DATA and END in one write: one packet (QUIC) or one TLS record
-// (TCP) instead of three, and no copy loop (issue 9). Reading body to its
-// end gives the upstream connection back to the pool.
-func (ex *exchange) respondWhole(head *proto.ResponseHead, rest []byte, body io.Reader) {
-	if err := ex.w.WriteWholeResponse(head, rest); err != nil {
+// (TCP) instead of three, and no copy loop (issue 9).
+func (ex *exchange) respondWhole(head *proto.ResponseHead, body []byte) {
+	if err := ex.w.WriteWholeResponse(head, body); err != nil {
 		ex.edgeGone(err)
 		return
 	}
-	ex.bytesOut.Add(int64(len(rest)))
-	io.Copy(io.Discard, body)
+	ex.bytesOut.Add(int64(len(body)))
 	ex.result = "ok"
 	ex.release(noReset)
 }

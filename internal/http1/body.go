@@ -166,22 +166,28 @@ func (b *body) WaitReadable() error {
 	return nil
 }
 
-// Buffered returns the rest of the body when its connection has read all
-// of it already (a small response arrives with its head), without consuming
-// it, so that a caller can send the head, the body and its end together;
-// false when more is to come from the network, or the body's length is not
-// known. The bytes are valid until the next Read or Close.
-func (b *body) Buffered() ([]byte, bool) {
+// TakeWhole appends to dst the rest of the body when its connection has
+// read all of it already (a small response arrives with its head), and
+// ends the body: the connection goes back to the pool before the caller
+// passes the bytes on, so that a next request finds it there. It returns
+// false, and takes nothing, when more is to come from the network or the
+// body's length is not known.
+func (b *body) TakeWhole(dst []byte) ([]byte, bool) {
 	switch {
 	case b.done || b.mode != byLength:
-		return nil, false
-	case b.remaining == 0:
-		return nil, true
+		return dst, false
 	case int64(b.c.br.Buffered()) < b.remaining:
-		return nil, false
+		return dst, false
 	}
 	p, err := b.c.br.Peek(int(b.remaining))
-	return p, err == nil
+	if err != nil {
+		return dst, false
+	}
+	dst = append(dst, p...)
+	b.c.br.Discard(len(p))
+	b.remaining = 0
+	b.finish()
+	return dst, true
 }
 
 // readTrailer reads the trailer section after the last chunk into
