@@ -47,8 +47,9 @@ type conn struct {
 	writeErr  error
 }
 
-// limitReader is the connection as its read buffer sees it: while n is not
-// negative, at most n more bytes (a head being read), then errHeadTooLarge.
+// limitReader is a connection as its read buffer sees it (the client's and
+// the server's): while n is not negative, at most n more bytes (a head being
+// read), then errHeadTooLarge.
 type limitReader struct {
 	r io.Reader
 	n int64

@@ -21,7 +21,7 @@ type hangups struct {
 	wakeFD [2]int // a pipe whose read end is in the set: close wakes the loop
 
 	mu    sync.Mutex
-	conns map[uint64]*serverConn // by the token in their epoll entry
+	conns map[uint64]watched // by the token in their epoll entry
 	next  uint64
 	done  chan struct{}
 }
@@ -35,7 +35,7 @@ func newHangups() *hangups {
 	if err != nil {
 		return nil
 	}
-	h := &hangups{epfd: epfd, conns: make(map[uint64]*serverConn), next: wakeToken + 1, done: make(chan struct{})}
+	h := &hangups{epfd: epfd, conns: make(map[uint64]watched), next: wakeToken + 1, done: make(chan struct{})}
 	if err := syscall.Pipe2(h.wakeFD[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
 		syscall.Close(epfd)
 		return nil
@@ -75,6 +75,12 @@ func token(ev *syscall.EpollEvent) uint64 {
 	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
 }
 
+// watched is one entry of the set: a connection and its socket.
+type watched struct {
+	c  *serverConn
+	rc syscall.RawConn
+}
+
 // add watches c's connection for a hangup, once (EPOLLONESHOT: bytes of
 // a next request end the watch too). It returns the entry's token, or
 // false when the connection cannot be watched this way.
@@ -86,38 +92,42 @@ func (h *hangups) add(c *serverConn) (uint64, bool) {
 	h.mu.Lock()
 	t := h.next
 	h.next++
-	h.conns[t] = c
+	h.conns[t] = watched{c, rc}
 	h.mu.Unlock()
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
-	setToken(&ev, t)
-	var err error
-	if cerr := rc.Control(func(fd uintptr) {
-		err = syscall.EpollCtl(h.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
-	}); cerr != nil {
-		err = cerr
-	}
-	if err != nil {
+	if h.ctl(syscall.EPOLL_CTL_ADD, rc, t) != nil {
 		h.forget(t)
 		return 0, false
 	}
 	return t, true
 }
 
-// remove ends the watch of token t on c's connection. A closed connection
-// left the set by itself.
-func (h *hangups) remove(c *serverConn, t uint64) {
-	h.forget(t)
-	if rc := rawConnOf(c.nc); rc != nil {
-		rc.Control(func(fd uintptr) {
-			syscall.EpollCtl(h.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
-		})
+// remove ends the watch of token t. A closed connection left the set by
+// itself.
+func (h *hangups) remove(t uint64) {
+	if w, ok := h.forget(t); ok {
+		h.ctl(syscall.EPOLL_CTL_DEL, w.rc, t)
 	}
 }
 
-func (h *hangups) forget(t uint64) {
+// ctl makes (ADD), re-arms (MOD) or drops (DEL) the entry of rc's socket,
+// with token t.
+func (h *hangups) ctl(op int, rc syscall.RawConn, t uint64) error {
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
+	setToken(&ev, t)
+	var err error
+	if cerr := rc.Control(func(fd uintptr) { err = syscall.EpollCtl(h.epfd, op, int(fd), &ev) }); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// forget drops token t from the map and returns its entry.
+func (h *hangups) forget(t uint64) (watched, bool) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	w, ok := h.conns[t]
 	delete(h.conns, t)
-	h.mu.Unlock()
+	return w, ok
 }
 
 // loop waits for events and tells each watched connection.
@@ -138,72 +148,32 @@ func (h *hangups) loop() {
 				return
 			}
 			h.mu.Lock()
-			c := h.conns[t]
+			w, ok := h.conns[t]
 			h.mu.Unlock()
-			if c != nil {
-				c.hungUp(t)
+			if ok {
+				w.c.hungUp(h, t, w.rc)
 			}
 		}
 	}
 }
 
-// hungUp is the shared watcher's news of token t: the client may have
-// gone. The request is cancelled if it has.
-func (c *serverConn) hungUp(t uint64) {
+// hungUp is the shared watcher's news of token t on socket rc: the client
+// may have gone. One peek tells: the end of the stream or an error cancels
+// the request; the bytes of a next request end the watch (the entry fired
+// once); nothing at all (a spurious wake-up) re-arms it.
+func (c *serverConn) hungUp(h *hangups, t uint64, rc syscall.RawConn) {
 	c.watchMu.Lock()
 	defer c.watchMu.Unlock()
-	if c.watch != watchRunning || c.hang == nil || c.hangToken != t {
+	if c.watch != watchRunning || c.hang != h || c.hangToken != t {
 		return // the request has ended
 	}
-	switch what, err := peek(c); what {
-	case peekGone:
-		c.cancel(fmt.Errorf("%w: %w", ErrClientGone, err))
-	case peekNothing:
-		c.hang.rearm(c, t)
-	}
-}
-
-// What a peek at a watched connection found.
-const (
-	peekNothing = iota // no bytes (a spurious wake-up)
-	peekBytes          // the bytes of a next request
-	peekGone           // the end of the stream, or an error
-)
-
-// peek looks at a watched connection without blocking or consuming
-// anything; err is why the client is gone.
-func peek(c *serverConn) (int, error) {
-	rc := rawConnOf(c.nc)
-	if rc == nil {
-		return peekNothing, nil
-	}
-	var n int
-	var err error
-	if cerr := rc.Control(func(fd uintptr) {
-		var b [1]byte
-		n, _, err = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	}); cerr != nil {
-		return peekGone, cerr
-	}
-	switch {
+	switch n, err := peekSocket(rc); {
 	case err == syscall.EAGAIN:
-		return peekNothing, nil
+		h.ctl(syscall.EPOLL_CTL_MOD, rc, t)
 	case err != nil:
-		return peekGone, err
+		c.cancel(fmt.Errorf("%w: %w", ErrClientGone, err))
 	case n == 0:
-		return peekGone, io.EOF
-	}
-	return peekBytes, nil
-}
-
-// rearm watches c's connection again after a spurious wake-up.
-func (h *hangups) rearm(c *serverConn, t uint64) {
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
-	setToken(&ev, t)
-	if rc := rawConnOf(c.nc); rc != nil {
-		rc.Control(func(fd uintptr) {
-			syscall.EpollCtl(h.epfd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
-		})
+		c.cancel(fmt.Errorf("%w: %w", ErrClientGone, io.EOF))
 	}
 }
 

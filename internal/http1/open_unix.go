@@ -15,12 +15,19 @@ func (c *conn) open() bool {
 	if err != nil {
 		return false
 	}
-	open := false
-	err = rc.Read(func(fd uintptr) bool {
+	_, err = peekSocket(rc)
+	return err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+}
+
+// peekSocket looks at rc's socket without waiting or consuming anything: n
+// is 1 when a byte waits and 0 at the end of the stream; err is EAGAIN when
+// nothing waits, else the socket's error.
+func peekSocket(rc syscall.RawConn) (n int, err error) {
+	if cerr := rc.Control(func(fd uintptr) {
 		var b [1]byte
-		_, _, perr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		open = perr == syscall.EAGAIN || perr == syscall.EWOULDBLOCK
-		return true
-	})
-	return err == nil && open
+		n, _, err = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	}); cerr != nil {
+		return 0, cerr
+	}
+	return n, err
 }

@@ -155,15 +155,10 @@ func (w *response) send(p []byte) error {
 	if w.err != nil {
 		return w.err
 	}
-	if w.buf != nil {
-		b := w.buf
-		w.buf = nil
-		if len(*b) > 0 {
-			_, w.err = w.c.nc.Write(*b)
-		}
-		*b = (*b)[:0]
-		writeBuffers.Put(b)
+	if w.buf != nil && len(*w.buf) > 0 {
+		_, w.err = w.c.nc.Write(*w.buf)
 	}
+	w.releaseBuffer()
 	if w.err == nil && len(p) > 0 {
 		_, w.err = w.c.nc.Write(p)
 	}
@@ -213,7 +208,7 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	br := c.br
 	c.br = nil
 	w.mu.Unlock()
-	if c.cr.hasByte {
+	if c.early.hasByte {
 		br.Peek(1) // the watcher's byte, into the buffer
 	}
 	return c.nc, bufio.NewReadWriter(br, bufio.NewWriterSize(c.nc, 512)), nil

@@ -315,7 +315,8 @@ type serverConn struct {
 	accepted time.Time
 	remote   string
 	ctx      context.Context
-	cr       connReader
+	early    earlyReader
+	cr       limitReader   // over early: what br reads
 	br       *bufio.Reader // nil between requests
 	state    atomic.Int32
 
@@ -336,36 +337,20 @@ type serverConn struct {
 // or reset the connection while the handler ran.
 var ErrClientGone = errors.New("the client closed the connection")
 
-// connReader is what a connection's read buffer reads: the connection,
-// with a byte the watcher read first, and a bound on a head being read.
-type connReader struct {
+// earlyReader is the connection as its read buffer sees it (through the
+// head bound, limitReader): a byte the watcher read comes first.
+type earlyReader struct {
 	nc      net.Conn
 	early   byte
 	hasByte bool
-	limit   int64 // < 0: no bound
 }
 
-func (r *connReader) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
+func (r *earlyReader) Read(p []byte) (int, error) {
+	if r.hasByte && len(p) > 0 {
+		p[0], r.hasByte = r.early, false
+		return 1, nil
 	}
-	if r.limit == 0 {
-		return 0, errHeadTooLarge
-	}
-	if r.limit > 0 && int64(len(p)) > r.limit {
-		p = p[:r.limit]
-	}
-	var n int
-	var err error
-	if r.hasByte {
-		p[0], r.hasByte, n = r.early, false, 1
-	} else {
-		n, err = r.nc.Read(p)
-	}
-	if r.limit > 0 {
-		r.limit -= int64(n)
-	}
-	return n, err
+	return r.nc.Read(p)
 }
 
 // readBuffers holds the connections' read buffers: a connection holds one
@@ -383,7 +368,8 @@ var h2PrefaceBytes = []byte(h2Preface)
 func (c *serverConn) serve() {
 	s := c.srv
 	defer s.untrack(c)
-	c.cr = connReader{nc: c.nc, limit: -1}
+	c.early.nc = c.nc
+	c.cr = limitReader{r: &c.early, n: -1}
 	c.remote = c.nc.RemoteAddr().String()
 	c.ctx = context.Background()
 	if s.ConnContext != nil {
@@ -561,9 +547,9 @@ func (c *serverConn) serveRequest() (keep, hijacked, unread bool) {
 	}
 	// The request line may take 4 KiB besides, as in net/http; what the
 	// wait for the request read ahead counts.
-	c.cr.limit = int64(max) + 4096 - int64(c.br.Buffered())
+	c.cr.n = int64(max) + 4096 - int64(c.br.Buffered())
 	req, err := http.ReadRequest(c.br)
-	c.cr.limit = -1
+	c.cr.n = -1
 	if err != nil {
 		// Answered, the client may still be sending: linger.
 		return false, false, c.rejectHead(err)
@@ -740,7 +726,7 @@ func (c *serverConn) watchClient(cancel context.CancelCauseFunc, done chan struc
 	var b [1]byte
 	n, err := c.nc.Read(b[:])
 	if n == 1 {
-		c.cr.early, c.cr.hasByte = b[0], true
+		c.early.early, c.early.hasByte = b[0], true
 		return
 	}
 	c.watchMu.Lock()
@@ -764,7 +750,7 @@ func (c *serverConn) unwatch() {
 		c.srv.watchable.Add(-1)
 	case was == watchRunning && h != nil:
 		c.srv.watchable.Add(-1)
-		h.remove(c, t)
+		h.remove(t)
 	case was == watchRunning:
 		c.srv.watchable.Add(-1)
 		c.nc.SetReadDeadline(aLongTimeAgo)
